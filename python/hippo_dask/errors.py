@@ -1,0 +1,60 @@
+"""The hippo_dask exception hierarchy.
+
+Every error inherits from :class:`HippoError` *and* from the built-in that
+describes it best, so callers can catch either (the pyarrow convention):
+``except ValueError`` keeps working for code that does not know hippo_dask.
+The Rust extension raises these same classes (it imports them from here).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HippoError",
+    "DecodeError",
+    "LineageError",
+    "UntrackedFrameError",
+    "ColumnError",
+    "QueryError",
+    "IncompleteRunError",
+    "CorruptRunError",
+    "RunNotFoundError",
+]
+
+
+class HippoError(Exception):
+    """Root of every error hippo_dask raises."""
+
+
+class DecodeError(ValueError, HippoError):
+    """Encoded lineage bytes are damaged, truncated or not hippo_dask's."""
+
+
+class LineageError(ValueError, HippoError):
+    """An operation cannot be captured as asked (e.g. a ``map`` that drops rows)."""
+
+
+class UntrackedFrameError(LineageError):
+    """A frame without lineage was passed where a tracked one is needed."""
+
+
+class ColumnError(KeyError, HippoError):
+    """A column named in an operation or a query does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class QueryError(ValueError, HippoError):
+    """A lineage query asks for rows or columns that do not exist."""
+
+
+class RunNotFoundError(LookupError, HippoError):
+    """No run with that id exists in the store."""
+
+
+class IncompleteRunError(RuntimeError, HippoError):
+    """The run never committed its manifest (it was killed or is still running)."""
+
+
+class CorruptRunError(DecodeError):
+    """A stored fragment or manifest of a run is damaged; names the file."""
