@@ -1,0 +1,445 @@
+"""Lineage queries: backward (result cells -> source cells) and forward.
+
+A row of any node is identified by the values of its slots (see
+:mod:`hippo_dask.plan`). The result's slot values are stored per result row;
+group-bys store, per input row, its slot values and group id. Everything else
+is the static column mapping in the manifest. So:
+
+* **backward** starts from the slot tuples of the asked result rows, one set
+  per asked column, and walks the DAG from the result to the sources: one-to-one
+  operators keep the tuples, a merge projects them onto each side, a concat
+  keeps the tuples tagged with that input, a group-by swaps a group id for
+  its members' tuples. At a source, the source slot *is* the row position.
+* **forward** starts from source positions and walks the other way, carrying
+  per column a small predicate ("rows whose slot s is in ids, and whose concat
+  tag is k") that is evaluated on group memberships and, last, on the
+  result's slot arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import _core
+from .errors import ColumnError, CorruptRunError, QueryError
+from .partition import GROUP_ID, ids_to_positions
+from .plan import HIDDEN_PREFIX, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
+from .store import Store, _join, get_store
+
+
+@dataclass(frozen=True)
+class TraceSet:
+    """The lineage found in one frame (a source, or the result).
+
+    Attributes
+    ----------
+    rows : numpy.ndarray of int64
+        Sorted unique 0-based row positions.
+    cells : pandas.DataFrame
+        Columns ``row`` (int64) and ``column`` (str), sorted, one line per cell.
+    """
+
+    rows: np.ndarray
+    cells: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(str, self.rows[:8])) + (", ..." if len(self.rows) > 8 else "")
+        return f"TraceSet(rows=[{shown}] ({len(self.rows)}), cells={len(self.cells)})"
+
+
+class Trace(Mapping[str, TraceSet]):
+    """Backward lineage: source name -> :class:`TraceSet` of that source."""
+
+    def __init__(self, sets: Mapping[str, TraceSet]) -> None:
+        self._sets = dict(sets)
+
+    def __getitem__(self, name: str) -> TraceSet:
+        try:
+            return self._sets[name]
+        except KeyError:
+            raise KeyError(f"no source named {name!r}; this run's sources are {sorted(self._sets)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sets)
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k!r}: {v!r}" for k, v in self._sets.items())
+        return f"Trace({{{inner}}})"
+
+
+def _trace_set(row_parts: list[np.ndarray], cell_parts: list[tuple[np.ndarray, str]]) -> TraceSet:
+    if cell_parts:
+        cells = pd.DataFrame(
+            {
+                "row": np.concatenate([p for p, _ in cell_parts]).astype(np.int64),
+                "column": np.concatenate([np.full(len(p), c, dtype=object) for p, c in cell_parts]),
+            }
+        )
+        cells = cells.drop_duplicates().sort_values(["row", "column"], kind="stable").reset_index(drop=True)
+        cells["column"] = cells["column"].astype(str)
+    else:
+        cells = pd.DataFrame({"row": np.array([], dtype=np.int64), "column": pd.Series([], dtype=str)})
+    rows = np.unique(np.concatenate(row_parts)).astype(np.int64) if row_parts else np.array([], dtype=np.int64)
+    return TraceSet(rows, cells)
+
+
+def _sorted_unique(values: Iterable[int] | np.ndarray) -> np.ndarray:
+    arr = np.unique(np.asarray(values, dtype=np.int64))
+    return arr[arr != MISSING]
+
+
+# An atom of a forward predicate: rows whose ``slot`` is in ``ids`` and whose
+# concat tags match ``conds`` (slot, value) pairs.
+Atom = tuple[str, np.ndarray, tuple[tuple[str, int], ...]]
+
+
+class Lineage:
+    """The committed lineage of one run: answers backward and forward queries.
+
+    Get one from a computed result (``result.hippo.lineage``) or from a store
+    (:func:`hippo_dask.open`).
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, hippo_dask as hippo
+    >>> _ = hippo.set_store(tempfile.mkdtemp())
+    >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}).hippo.source("df")
+    >>> out = df.hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+    >>> lin = out.hippo.lineage
+    >>> lin.backward(rows=[0], columns=["total"])["df"].rows
+    array([0, 2])
+    >>> lin.forward("df", rows=[1]).rows
+    array([1])
+    """
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        manifest = store.manifest(run_id)
+        self._manifest = manifest
+        try:
+            self._nodes = nodes_from_json(manifest["nodes"])
+            self._order = [self._nodes[r["id"]] for r in manifest["nodes"]]
+            self._result = self._nodes[manifest["result"]["node"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRunError(f"{_join(store.run_dir(run_id), 'manifest.json')}: malformed manifest ({exc!r})") from None
+        self._sources = manifest["sources"]
+        self._source_by_node = {info["node"]: name for name, info in self._sources.items()}
+        self._result_slots: pd.DataFrame | None = None
+        self._members: dict[str, pd.DataFrame] = {}
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def sources(self) -> list[str]:
+        """Names of the run's sources."""
+        return list(self._sources)
+
+    @property
+    def columns(self) -> list[str]:
+        """Columns of the result."""
+        return list(self._manifest["result"]["columns"])
+
+    @property
+    def nrows(self) -> int:
+        """Rows in the result."""
+        return int(self._manifest["result"]["rows"])
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The run's manifest: operator DAG, column mappings, sources, fragments."""
+        return self._manifest
+
+    def source_rows(self, name: str) -> int:
+        """Rows in source ``name``."""
+        return int(self._source(name)["rows"])
+
+    def __repr__(self) -> str:
+        return f"Lineage(run_id={self.run_id!r}, rows={self.nrows}, sources={self.sources})"
+
+    # ------------------------------------------------------------------ loading
+    def _source(self, name: str) -> Mapping[str, Any]:
+        if name not in self._sources:
+            raise QueryError(f"no source named {name!r}; this run's sources are {sorted(self._sources)}")
+        return self._sources[name]
+
+    def _slot_source_counts(self, node: Node) -> dict[str, list[int]]:
+        """Slots of ``node`` that carry source ids, with their source's partition sizes."""
+        found = {}
+        for slot in node.slots:
+            origin = node.slot_origin.get(slot)
+            if origin in self._source_by_node:
+                found[slot] = self._sources[self._source_by_node[origin]]["partition_rows"]
+        return found
+
+    def _load(self, url: str, checksum: str | None) -> dict[str, np.ndarray]:
+        return self.store.read_fragment(url, checksum)
+
+    def result_slots(self) -> pd.DataFrame:
+        """Slot values of every result row (source slots as source positions)."""
+        if self._result_slots is None:
+            run_dir = self.store.run_dir(self.run_id)
+            pieces = []
+            for frag in self._manifest["result"]["fragments"]:
+                url = _join(run_dir, frag["path"])
+                arrays = self._load(url, frag["checksum"])
+                if any(len(a) != frag["rows"] for a in arrays.values()):
+                    raise CorruptRunError(f"{url}: holds a different number of rows than the manifest says")
+                pieces.append(pd.DataFrame({k[len(HIDDEN_PREFIX):]: v for k, v in arrays.items()}, columns=None))
+            frame = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
+            frame = frame.reindex(columns=list(self._result.slots))
+            if len(frame) != self.nrows or frame.isna().any().any():
+                raise CorruptRunError(f"{run_dir}: result fragments do not match the manifest")
+            self._result_slots = frame.astype(np.int64)
+        return self._result_slots
+
+    def members(self, node: Node) -> pd.DataFrame:
+        """Group membership of a group-by node: input slot tuples plus group id."""
+        if node.id not in self._members:
+            parent = node.inputs[0]
+            directory = self.store.fragment_dir(node.id)
+            pieces = []
+            for name in self._manifest["group_fragments"].get(node.id, []):
+                arrays = self._load(_join(directory, name), name.split(".")[0])
+                pieces.append(arrays)
+            columns = list(parent.slots) + [GROUP_ID]
+            if pieces:
+                data = {}
+                for key in [hidden(s) for s in parent.slots] + [GROUP_ID]:
+                    if any(key not in p for p in pieces):
+                        raise CorruptRunError(f"{directory}: a membership fragment lacks {key!r}")
+                    data[key] = np.concatenate([p[key] for p in pieces])
+                frame = pd.DataFrame({(k[len(HIDDEN_PREFIX):] if k != GROUP_ID else k): v for k, v in data.items()})
+            else:
+                frame = pd.DataFrame({c: np.array([], dtype=np.int64) for c in columns})
+            for slot, counts in self._slot_source_counts(parent).items():
+                frame[slot] = ids_to_positions(frame[slot].to_numpy(), counts)
+            self._members[node.id] = frame.drop_duplicates(ignore_index=True)
+        return self._members[node.id]
+
+    # ------------------------------------------------------------------ validation
+    @staticmethod
+    def _rows(rows: int | Sequence[int] | np.ndarray, n: int, what: str) -> np.ndarray:
+        arr = np.atleast_1d(np.asarray(rows))
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise QueryError(f"rows must be integer positions, got {arr.dtype}")
+        arr = arr.astype(np.int64)
+        bad = arr[(arr < 0) | (arr >= n)]
+        if bad.size:
+            raise QueryError(f"rows {bad[:5].tolist()} are out of range: {what} has {n} rows (valid: 0 to {n - 1})")
+        return np.unique(arr)
+
+    @staticmethod
+    def _columns(columns: str | Sequence[str] | None, available: Sequence[str], what: str) -> list[str] | None:
+        if columns is None:
+            return None
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        unknown = [c for c in columns if c not in available]
+        if unknown:
+            raise ColumnError(f"unknown column(s) {unknown} in {what}; its columns are {list(available)}")
+        return columns
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, rows: int | Sequence[int] | np.ndarray, columns: str | Sequence[str] | None = None) -> Trace:
+        """Source cells that result cells were computed from.
+
+        Parameters
+        ----------
+        rows : int or sequence of int
+            Result row positions.
+        columns : str or sequence of str, optional
+            Result columns to trace. Omitted: whole rows (row lineage, and the
+            cell lineage of every column of those rows).
+
+        Returns
+        -------
+        Trace
+            Source name -> :class:`TraceSet` (every source, possibly empty).
+        """
+        rows = self._rows(rows, self.nrows, "the result")
+        cols = self._columns(columns, self.columns, "the result")
+        targets = (list(self.columns) + [ROW]) if cols is None else cols
+        tuples = self.result_slots().iloc[rows].drop_duplicates(ignore_index=True)
+        state: dict[str, dict[str, pd.DataFrame]] = {self._result.id: {c: tuples for c in targets}}
+        found: dict[str, tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]] = {n: ([], []) for n in self._sources}
+        for node in reversed(self._order):
+            current = state.pop(node.id, None)
+            if not current:
+                continue
+            if node.op == "source":
+                row_parts, cell_parts = found[self._source_by_node[node.id]]
+                for col, t in current.items():
+                    positions = _sorted_unique(t[node.new_slot].to_numpy())
+                    if col == ROW:
+                        row_parts.append(positions)
+                    else:
+                        cell_parts.append((positions, col))
+                continue
+            projected: dict[tuple[int, int], pd.DataFrame] = {}
+            for col, t in current.items():
+                for k, in_col in node.colmap.get(col, ()):
+                    key = (id(t), k)
+                    if key not in projected:
+                        projected[key] = self._backward_step(node, k, t)
+                    t_in = projected[key]
+                    if len(t_in):
+                        target = state.setdefault(node.inputs[k].id, {})
+                        target[in_col] = t_in if in_col not in target else pd.concat([target[in_col], t_in]).drop_duplicates(ignore_index=True)
+        sets = {}
+        for name, (row_parts, cell_parts) in found.items():
+            if cols is not None:
+                row_parts = [p for p, _ in cell_parts]
+            sets[name] = _trace_set(row_parts, cell_parts)
+        return Trace(sets)
+
+    def _backward_step(self, node: Node, k: int, t: pd.DataFrame) -> pd.DataFrame:
+        """Slot tuples of ``node``'s rows -> slot tuples of the rows of input ``k`` they came from."""
+        if node.op in ONE_TO_ONE:
+            return t
+        if node.op == "merge":
+            mapping = node.slot_from[k]
+            side = t[list(mapping)]
+            present = (side.to_numpy() != MISSING).any(axis=1)  # every real row has a slot set
+            return side[present].rename(columns=mapping).drop_duplicates(ignore_index=True)
+        if node.op == "concat":
+            mapping = node.slot_from[k]
+            side = t.loc[t[node.new_slot].to_numpy() == k, list(mapping)]
+            return side.rename(columns=mapping).drop_duplicates(ignore_index=True)
+        if node.op == "groupby":
+            gids = _sorted_unique(t[node.new_slot].to_numpy())
+            members = self.members(node)
+            mask = _core.isin_sorted(gids, members[GROUP_ID].to_numpy())
+            return members.loc[mask, list(node.inputs[0].slots)].drop_duplicates(ignore_index=True)
+        raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, source: str, rows: int | Sequence[int] | np.ndarray,
+                columns: str | Sequence[str] | None = None) -> TraceSet:
+        """Result cells that source cells flowed into.
+
+        Parameters
+        ----------
+        source : str
+            Name of a source of this run.
+        rows : int or sequence of int
+            Row positions in that source.
+        columns : str or sequence of str, optional
+            Source columns. Omitted: whole rows (result rows whose row lineage
+            includes them, and every result cell any of their values reached).
+
+        Returns
+        -------
+        TraceSet
+            Affected result rows and cells.
+        """
+        info = self._source(source)
+        node = self._nodes[info["node"]]
+        rows = self._rows(rows, int(info["rows"]), f"source {source!r}")
+        cols = self._columns(columns, info["columns"], f"source {source!r}")
+        targets = (list(info["columns"]) + [ROW]) if cols is None else cols
+        start: list[Atom] = [(node.new_slot, rows, ())]
+        state: dict[str, dict[str, list[Atom]]] = {node.id: {c: start for c in targets}}
+        for current in self._order:
+            if current.op == "source":
+                continue
+            produced: dict[str, list[Atom]] = {}
+            for k, parent in enumerate(current.inputs):
+                upstream = state.get(parent.id)
+                if not upstream:
+                    continue
+                mapped: dict[int, list[Atom]] = {}
+                for out_col, srcs in current.colmap.items():
+                    for kk, in_col in srcs:
+                        if kk != k or in_col not in upstream:
+                            continue
+                        atoms = upstream[in_col]
+                        if id(atoms) not in mapped:
+                            mapped[id(atoms)] = self._forward_step(current, k, atoms)
+                        if mapped[id(atoms)]:
+                            produced.setdefault(out_col, []).extend(mapped[id(atoms)])
+            if produced:
+                state[current.id] = {c: _merge_atoms(a) for c, a in produced.items()}
+        final = state.get(self._result.id, {})
+        slots = self.result_slots()
+        row_parts, cell_parts = [], []
+        for col, atoms in final.items():
+            hit = np.flatnonzero(_evaluate(atoms, slots))
+            if col == ROW:
+                row_parts.append(hit)
+            else:
+                cell_parts.append((hit, col))
+        if cols is not None:
+            row_parts = [p for p, _ in cell_parts]
+        return _trace_set(row_parts, cell_parts)
+
+    def _forward_step(self, node: Node, k: int, atoms: list[Atom]) -> list[Atom]:
+        if node.op in ONE_TO_ONE:
+            return atoms
+        if node.op == "merge":
+            inverse = {src: out for out, src in node.slot_from[k].items()}
+            return [(inverse[s], ids, tuple((inverse[c], v) for c, v in conds)) for s, ids, conds in atoms]
+        if node.op == "concat":
+            return [(s, ids, conds + ((node.new_slot, k),)) for s, ids, conds in atoms]
+        if node.op == "groupby":
+            members = self.members(node)
+            gids = _sorted_unique(members[GROUP_ID].to_numpy()[_evaluate(atoms, members)])
+            return [(node.new_slot, gids, ())] if len(gids) else []
+        raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
+
+
+def _merge_atoms(atoms: list[Atom]) -> list[Atom]:
+    """Union the id sets of atoms that test the same slot under the same conditions."""
+    by_key: dict[tuple[str, tuple[tuple[str, int], ...]], list[np.ndarray]] = {}
+    for slot, ids, conds in atoms:
+        by_key.setdefault((slot, conds), []).append(ids)
+    return [(slot, ids_list[0] if len(ids_list) == 1 else np.unique(np.concatenate(ids_list)), conds)
+            for (slot, conds), ids_list in by_key.items()]
+
+
+def _evaluate(atoms: list[Atom], frame: pd.DataFrame) -> np.ndarray:
+    """Rows of ``frame`` (slot columns) matched by any atom."""
+    mask = np.zeros(len(frame), dtype=bool)
+    for slot, ids, conds in atoms:
+        hit = _core.isin_sorted(ids, frame[slot].to_numpy())
+        for c, v in conds:
+            hit &= frame[c].to_numpy() == v
+        mask |= hit
+    return mask
+
+
+def open(store: str | Store | None = None, run_id: str | None = None) -> Lineage:  # noqa: A001
+    """Open a committed run of a store.
+
+    Parameters
+    ----------
+    store : str, path or Store, optional
+        The store (default: the current one, see :func:`hippo_dask.set_store`).
+    run_id : str, optional
+        The run; default: the newest complete run.
+
+    Examples
+    --------
+    >>> import hippo_dask as hippo, pandas as pd, tempfile
+    >>> store = hippo.set_store(tempfile.mkdtemp())
+    >>> _ = pd.DataFrame({"x": [1, 2]}).hippo.source("xs").hippo.compute()
+    >>> hippo.open(store).nrows
+    2
+    """
+    store = get_store() if store is None else (store if isinstance(store, Store) else Store(store))
+    if run_id is None:
+        complete = [r for r in store.runs() if r.complete]
+        if not complete:
+            from .errors import RunNotFoundError
+
+            raise RunNotFoundError(f"no complete run in {store.url}")
+        run_id = complete[-1].run_id
+    return Lineage(store, run_id)

@@ -1,0 +1,185 @@
+"""The operator DAG: what every captured operation did, independent of the data.
+
+A :class:`Node` is one operation. It records
+
+* its **column mapping** (``colmap``): for each output column, the input
+  columns its values were computed from. This is static per operator, so it
+  is stored once per run, in the manifest (Hippo's *metadata separation*);
+* its **slots**: the hidden int64 id columns that ride with its rows. A slot
+  is created by a source (row positions), a group-by (group ids) or a concat
+  (which input a row came from) and copied unchanged by every other
+  operation. A row of any node is identified by the values of its slots, so
+  one-to-one operations (map, filter, sort, ...) store no row mapping at all;
+* ``ROW``: a pseudo column for *row* lineage ("why does this row exist"),
+  mapped like a column through every operator.
+
+Node ids are deterministic tokens of (operation, parameters, input ids), so
+two identical calls are one node, like Dask merges identical expressions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+#: Pseudo column carrying row lineage through the column mappings.
+ROW = "\x00row"
+#: Prefix of the hidden slot columns that ride with the data.
+HIDDEN_PREFIX = "__hippo_"
+#: Value of a slot on a row that has no such lineage (outer merge, concat).
+MISSING = -1
+
+#: Operations whose rows keep the slots of their single input unchanged.
+ONE_TO_ONE = frozenset(
+    {
+        "map", "assign", "filter", "select", "drop", "rename", "astype", "dropna",
+        "fillna", "replace", "explode", "flatmap", "sort_values", "drop_duplicates",
+        "sample", "head",
+    }
+)
+
+ColumnSources = tuple[tuple[int, str], ...]
+
+
+def hidden(slot: str) -> str:
+    """Name of the hidden column that carries ``slot``."""
+    return HIDDEN_PREFIX + slot
+
+
+def token(*parts: Any) -> str:
+    """A short deterministic id of JSON-able ``parts``."""
+    payload = json.dumps(parts, sort_keys=True, default=repr).encode()
+    return hashlib.blake2b(payload, digest_size=10).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One captured operation in the lineage DAG.
+
+    Attributes
+    ----------
+    id : str
+        Deterministic token of the operation and its inputs.
+    op : str
+        Operation name (``"source"``, ``"merge"``, ``"groupby"``, ...).
+    inputs : tuple of Node
+        The nodes this operation read.
+    columns : tuple of str
+        User-visible output columns, in order.
+    colmap : mapping of str to tuple of (int, str)
+        Output column (or ``ROW``) -> (input index, input column) it came from.
+    slots : tuple of str
+        Slots (hidden id columns) carried by the output rows.
+    slot_from : tuple of mapping
+        Per input: output slot -> the input slot it copies.
+    new_slot : str or None
+        The slot this node creates (source, groupby, concat).
+    slot_origin : mapping of str to str
+        Output slot -> id of the node that created its values.
+    params : mapping
+        JSON-able parameters, enough to describe (and replay) the operation.
+    """
+
+    id: str
+    op: str
+    inputs: tuple["Node", ...]
+    columns: tuple[str, ...]
+    colmap: Mapping[str, ColumnSources]
+    slots: tuple[str, ...]
+    slot_from: tuple[Mapping[str, str], ...]
+    new_slot: str | None = None
+    slot_origin: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def hidden_columns(self) -> list[str]:
+        return [hidden(s) for s in self.slots]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "op": self.op,
+            "inputs": [n.id for n in self.inputs],
+            "columns": list(self.columns),
+            "colmap": {c: [list(s) for s in src] for c, src in self.colmap.items()},
+            "slots": list(self.slots),
+            "slot_from": [dict(m) for m in self.slot_from],
+            "new_slot": self.new_slot,
+            "slot_origin": dict(self.slot_origin),
+            "params": dict(self.params),
+        }
+
+
+def ancestors(node: Node) -> list[Node]:
+    """``node`` and everything it depends on, inputs before consumers."""
+    order: list[Node] = []
+    seen: set[str] = set()
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        current, expanded = stack.pop()
+        if expanded:
+            order.append(current)
+            continue
+        if current.id in seen:
+            continue
+        seen.add(current.id)
+        stack.append((current, True))
+        for parent in reversed(current.inputs):
+            if parent.id not in seen:
+                stack.append((parent, False))
+    return order
+
+
+def nodes_from_json(records: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
+    """Rebuild the DAG written by :meth:`Node.to_json` (inputs listed first)."""
+    nodes: dict[str, Node] = {}
+    for r in records:
+        nodes[r["id"]] = Node(
+            id=r["id"],
+            op=r["op"],
+            inputs=tuple(nodes[i] for i in r["inputs"]),
+            columns=tuple(r["columns"]),
+            colmap={c: tuple((int(k), str(col)) for k, col in src) for c, src in r["colmap"].items()},
+            slots=tuple(r["slots"]),
+            slot_from=tuple(dict(m) for m in r["slot_from"]),
+            new_slot=r["new_slot"],
+            slot_origin=dict(r["slot_origin"]),
+            params=r["params"],
+        )
+    return nodes
+
+
+def unary(
+    op: str,
+    parent: Node,
+    columns: Iterable[str],
+    colmap: Mapping[str, Iterable[str]],
+    params: Mapping[str, Any],
+) -> Node:
+    """A node whose rows keep their parent's slots (``op`` in ``ONE_TO_ONE``).
+
+    ``colmap`` maps each output column to the parent columns it was computed
+    from; row lineage is the parent's row.
+    """
+    assert op in ONE_TO_ONE, op
+    full = {c: tuple((0, s) for s in srcs) for c, srcs in colmap.items()}
+    full[ROW] = ((0, ROW),)
+    return Node(
+        id=token(op, parent.id, params),
+        op=op,
+        inputs=(parent,),
+        columns=tuple(columns),
+        colmap=full,
+        slots=parent.slots,
+        slot_from=({s: s for s in parent.slots},),
+        slot_origin=dict(parent.slot_origin),
+        params=dict(params),
+    )
+
+
+def identity_colmap(columns: Iterable[str], renames: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """Column map of an operation that keeps (and maybe renames) every column."""
+    renames = renames or {}
+    return {renames.get(c, c): [c] for c in columns}

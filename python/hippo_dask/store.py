@@ -1,0 +1,218 @@
+"""Where lineage lives: a directory or any fsspec URL.
+
+Layout::
+
+    <store>/fragments/<node id>/<checksum>.hippo   group memberships, written by the
+                                                   tasks that compute them (workers)
+    <store>/runs/<run id>/started.json             written when a compute starts
+    <store>/runs/<run id>/result-<part>.hippo      result slot arrays, one per partition
+    <store>/runs/<run id>/manifest.json            written last and atomically: the
+                                                   operator DAG, column mappings, sources,
+                                                   and every fragment with its checksum
+
+A run without a manifest is incomplete (killed, or still running) and never
+answers queries. Every binary fragment is a checksummed container made by the
+Rust core; a damaged one raises :class:`~hippo_dask.errors.CorruptRunError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import fsspec
+
+from . import _core
+from .errors import CorruptRunError, DecodeError, HippoError, IncompleteRunError, RunNotFoundError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+STARTED = "started.json"
+
+
+def _normalise(url: str | os.PathLike[str]) -> str:
+    url = os.fspath(url)
+    if "://" not in url:  # a local path: absolute, so worker processes agree on it
+        url = os.path.abspath(os.path.expanduser(url))
+    return url.rstrip("/") or "/"
+
+
+def _join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts) if "://" in base else os.path.join(base, *parts)
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write ``data`` to ``url`` atomically (temporary name, then rename)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    parent = posixpath.dirname(path)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{secrets.token_hex(6)}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def write_fragment(directory: str, data: bytes) -> str:
+    """Store ``data`` under ``directory``, named by its checksum; idempotent."""
+    name = f"{_core.checksum(data):016x}.hippo"
+    url = _join(directory, name)
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.exists(path):
+        write_bytes(url, data)
+    return name
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = fsspec.core.url_to_fs(url)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run in a store: its id, when it started, and whether it committed."""
+
+    run_id: str
+    created: float
+    complete: bool
+
+
+class Store:
+    """A lineage store at a directory or fsspec URL.
+
+    Parameters
+    ----------
+    url : str or path
+        Local directory (created on first write) or any fsspec URL.
+
+    Examples
+    --------
+    >>> import hippo_dask as hippo, tempfile
+    >>> store = hippo.Store(tempfile.mkdtemp())
+    >>> store.runs()
+    []
+    """
+
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        self.url = _normalise(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Store) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    # -- paths
+    def fragment_dir(self, node_id: str) -> str:
+        return _join(self.url, "fragments", node_id)
+
+    def run_dir(self, run_id: str) -> str:
+        return _join(self.url, "runs", run_id)
+
+    # -- runs
+    def start_run(self) -> str:
+        """Create a new (incomplete) run and return its id."""
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        write_bytes(_join(self.run_dir(run_id), STARTED), json.dumps({"run_id": run_id, "created": time.time()}).encode())
+        return run_id
+
+    def commit_run(self, run_id: str, manifest: Mapping[str, Any]) -> None:
+        """Write the run's manifest, last and atomically: the run becomes queryable."""
+        body = dict(manifest, format_version=FORMAT_VERSION, run_id=run_id)
+        write_bytes(_join(self.run_dir(run_id), MANIFEST), json.dumps(body, indent=1, default=str).encode())
+
+    def runs(self) -> list[RunInfo]:
+        """Every run in the store, oldest first; ``complete`` is False for runs without a manifest."""
+        base = posixpath.join(self.root, "runs")
+        if not self.fs.exists(base):
+            return []
+        infos = []
+        for entry in self.fs.ls(base, detail=False):
+            run_id = posixpath.basename(entry.rstrip("/"))
+            names = {posixpath.basename(p) for p in self.fs.ls(entry, detail=False)}
+            created = 0.0
+            if STARTED in names:
+                try:
+                    created = float(json.loads(read_bytes(_join(self.run_dir(run_id), STARTED)))["created"])
+                except (ValueError, KeyError):
+                    created = 0.0
+            infos.append(RunInfo(run_id, created, MANIFEST in names))
+        return sorted(infos, key=lambda r: (r.created, r.run_id))
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        """The committed manifest of ``run_id``; raises if the run is unknown or incomplete."""
+        run_dir = self.run_dir(run_id)
+        fs, path = fsspec.core.url_to_fs(run_dir)
+        if not fs.exists(path):
+            known = [r.run_id for r in self.runs()]
+            raise RunNotFoundError(f"no run {run_id!r} in {self.url}; runs here: {known[-5:] or 'none'}")
+        manifest_url = _join(run_dir, MANIFEST)
+        if not fs.exists(posixpath.join(path, MANIFEST)):
+            raise IncompleteRunError(
+                f"run {run_id!r} in {self.url} has no manifest: it was killed or is still running, "
+                "so it cannot answer queries; compute the pipeline again"
+            )
+        try:
+            manifest = json.loads(read_bytes(manifest_url))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptRunError(f"{manifest_url}: the manifest is not valid JSON ({exc})") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CorruptRunError(
+                f"{manifest_url}: format version {manifest.get('format_version')!r}, this hippo_dask reads {FORMAT_VERSION}"
+            )
+        return manifest
+
+    def read_fragment(self, url: str, checksum: str | None = None) -> dict[str, Any]:
+        """Decode one fragment, checking it against the checksum the manifest recorded."""
+        try:
+            data = read_bytes(url)
+        except FileNotFoundError:
+            raise CorruptRunError(f"{url}: a fragment the manifest names is missing") from None
+        if checksum is not None and f"{_core.checksum(data):016x}" != checksum:
+            raise CorruptRunError(f"{url}: checksum mismatch, the fragment is damaged")
+        try:
+            return _core.decode_fragment(data)
+        except DecodeError as exc:
+            raise CorruptRunError(f"{url}: {exc}") from None
+
+
+_default_store: Store | None = None
+
+
+def set_store(url: str | os.PathLike[str] | Store) -> Store:
+    """Set where lineage is written from now on (default ``./.hippo`` or ``$HIPPO_STORE``).
+
+    Set it before building a pipeline: sources remember the store they were
+    created with, and everything computed from them is written there.
+
+    Examples
+    --------
+    >>> import hippo_dask as hippo, tempfile
+    >>> hippo.set_store(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Store(...)
+    """
+    global _default_store
+    _default_store = url if isinstance(url, Store) else Store(url)
+    return _default_store
+
+
+def get_store() -> Store:
+    """The store new sources write to."""
+    global _default_store
+    if _default_store is None:
+        _default_store = Store(os.environ.get("HIPPO_STORE", ".hippo"))
+    return _default_store
+
+
+__all__ = ["Store", "RunInfo", "set_store", "get_store", "HippoError"]
