@@ -1,0 +1,28 @@
+//! Pure-Rust core of hippo_dask: row maps between the rows of an operator's input and
+//! output, their compact encodings, batched lineage lookups and composition.
+//!
+//! Nothing here knows about Python; `hippo-py` only converts types and errors.
+//!
+//! * [`RowMap`]: the nine row-map kinds (identity, offset, select, permutation, expand,
+//!   group, pair, window, all), backward/forward queries and composition.
+//! * [`encode_ids`] / [`decode_ids`] / [`encode_fragment`] / [`decode_fragment`]:
+//!   checksummed containers of int64 arrays, each stored with its smallest codec.
+//! * [`group_csr`], [`isin_sorted`]: O(n) helpers the Python layer needs.
+
+mod bits;
+mod codec;
+mod container;
+mod error;
+mod ids;
+mod rowmap;
+mod rowmap_codec;
+mod search;
+
+#[cfg(test)]
+mod robustness_tests;
+
+pub use container::checksum;
+pub use error::{CoreError, Result};
+pub use ids::{decode_fragment, decode_ids, encode_fragment, encode_ids};
+pub use rowmap::{MapKind, RowMap};
+pub use search::{group_csr, isin_sorted, Csr};

@@ -1,0 +1,161 @@
+//! `RowMap` to and from bytes: a container whose kind is the map kind, and whose payload
+//! holds the map's parameters and its arrays, each in its smallest codec.
+//!
+//! Decoding rebuilds the map through the validating constructors, so a decoded map
+//! always satisfies its kind's invariants (a permutation is a permutation, ...).
+
+use crate::bits::{ByteReader, ByteWriter, DEFAULT_MAX_LEN};
+use crate::codec::{decode_ints, encode_ints};
+use crate::container::{open, seal, ContainerKind};
+use crate::error::{decode_err, CoreError, Result};
+use crate::rowmap::{Repr, RowMap};
+use crate::search::Csr;
+
+impl RowMap {
+    /// The map as a checksummed container.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut payload = ByteWriter::default();
+        let kind = match &self.repr {
+            Repr::Identity { n } => {
+                payload.u64(*n);
+                ContainerKind::Identity
+            }
+            Repr::Offset { offset, n_in, n_out } => {
+                payload.u64(*offset);
+                payload.u64(*n_in);
+                payload.u64(*n_out);
+                ContainerKind::Offset
+            }
+            Repr::Select { n_in, kept } => {
+                payload.u64(*n_in);
+                encode_ints(&mut payload, kept, Some(*n_in));
+                ContainerKind::Select
+            }
+            Repr::Permutation { order, .. } => {
+                encode_ints(&mut payload, order, None);
+                ContainerKind::Permutation
+            }
+            Repr::Expand { offsets } => {
+                let counts: Vec<i64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+                encode_ints(&mut payload, &counts, None);
+                ContainerKind::Expand
+            }
+            Repr::Group { codes, n_groups, .. } => {
+                payload.u64(*n_groups);
+                encode_ints(&mut payload, codes, None);
+                ContainerKind::Group
+            }
+            Repr::Pair { n_in, by_out, .. } => {
+                payload.u64(*n_in);
+                let counts: Vec<i64> = by_out.offsets.windows(2).map(|w| w[1] - w[0]).collect();
+                encode_ints(&mut payload, &counts, None);
+                encode_ints(&mut payload, &by_out.rows, None);
+                ContainerKind::Pair
+            }
+            Repr::Window { n_in, size, step } => {
+                payload.u64(*n_in);
+                payload.u64(*size);
+                payload.u64(*step);
+                ContainerKind::Window
+            }
+            Repr::All { n_in, n_out } => {
+                payload.u64(*n_in);
+                payload.u64(*n_out);
+                ContainerKind::All
+            }
+        };
+        seal(kind, &payload.bytes)
+    }
+
+    /// Inverse of [`RowMap::to_bytes`]; fails on damaged, truncated or foreign bytes.
+    pub fn from_bytes(data: &[u8]) -> Result<RowMap> {
+        let (kind, payload) = open(data)?;
+        RowMap::from_payload(kind, payload, DEFAULT_MAX_LEN)
+    }
+
+    /// Decodes a payload whose integrity was already checked; arrays longer than
+    /// `max_len` are refused before allocation.
+    pub(crate) fn from_payload(kind: ContainerKind, payload: &[u8], max_len: u64) -> Result<RowMap> {
+        let mut reader = ByteReader::new(payload, max_len);
+        let map = match kind {
+            ContainerKind::Identity => RowMap::identity(reader.u64()?),
+            ContainerKind::Offset => {
+                let (offset, n_in, n_out) = (reader.u64()?, reader.u64()?, reader.u64()?);
+                RowMap::offset(offset, n_in, n_out)
+            }
+            ContainerKind::Select => {
+                let n_in = reader.u64()?;
+                RowMap::select_ids(decode_ints(&mut reader)?, n_in)
+            }
+            ContainerKind::Permutation => RowMap::permutation(decode_ints(&mut reader)?),
+            ContainerKind::Expand => RowMap::expand(&decode_ints(&mut reader)?),
+            ContainerKind::Group => {
+                let n_groups = reader.len()?;
+                RowMap::group(decode_ints(&mut reader)?, n_groups)
+            }
+            ContainerKind::Pair => decode_pair(&mut reader),
+            ContainerKind::Window => {
+                let (n_in, size, step) = (reader.u64()?, reader.u64()?, reader.u64()?);
+                RowMap::window(n_in, size, step)
+            }
+            ContainerKind::All => {
+                let (n_in, n_out) = (reader.u64()?, reader.u64()?);
+                RowMap::all(n_in, n_out)
+            }
+            ContainerKind::Ids | ContainerKind::Fragment => {
+                return Err(decode_err(format!("expected a row map, found a {kind:?} container")))
+            }
+        }
+        .map_err(as_decode_error)?;
+        reader.finish()?;
+        Ok(map)
+    }
+
+    /// Length of [`RowMap::to_bytes`].
+    pub fn nbytes(&self) -> usize {
+        self.to_bytes().len()
+    }
+}
+
+/// Pair maps are stored in their canonical form (per output row: how many inputs, then
+/// the inputs ascending); anything else is refused rather than silently repaired.
+fn decode_pair(reader: &mut ByteReader) -> Result<RowMap> {
+    let n_in = reader.u64()?;
+    if n_in > i64::MAX as u64 {
+        return Err(decode_err("n_in does not fit in int64"));
+    }
+    let counts = decode_ints(reader)?;
+    let rows = decode_ints(reader)?;
+    let mut offsets = Vec::with_capacity(counts.len() + 1);
+    offsets.push(0i64);
+    let mut total: i64 = 0;
+    for &count in &counts {
+        if count < 0 {
+            return Err(decode_err("negative pair count"));
+        }
+        total = total.checked_add(count).ok_or_else(|| decode_err("pair counts overflow"))?;
+        offsets.push(total);
+    }
+    if total as usize != rows.len() {
+        return Err(decode_err("pair counts do not add up to the number of input rows"));
+    }
+    let by_out = Csr { offsets, rows };
+    for output in 0..counts.len() {
+        let group = by_out.group(output);
+        if group.iter().any(|&row| row < 0 || row as u64 >= n_in) {
+            return Err(decode_err(format!("pair input row outside [0, {n_in})")));
+        }
+        if group.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(decode_err("pair input rows are not canonical (sorted, unique)"));
+        }
+    }
+    Ok(RowMap::from_pair_csr(by_out, n_in))
+}
+
+/// A constructor refusing decoded values means the bytes were wrong, not the caller.
+fn as_decode_error(error: CoreError) -> CoreError {
+    match error {
+        CoreError::Decode(_) => error,
+        other => decode_err(format!("decoded map is invalid: {other}")),
+    }
+}

@@ -1,0 +1,141 @@
+//! Sorted-batch lookups and counting sorts: the O(n) building blocks of every query.
+
+use roaring::RoaringTreemap;
+
+use crate::error::{invalid, Result};
+
+/// CSR grouping of row positions by code, built by counting sort: the rows of group `g`
+/// are `rows[offsets[g]..offsets[g + 1]]`, ascending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Csr {
+    /// Prefix sums of the group sizes, `n_groups + 1` long.
+    pub offsets: Vec<i64>,
+    /// Row positions `0..n` ordered by group, stable within a group.
+    pub rows: Vec<i64>,
+}
+
+impl Csr {
+    /// Rows of group `group`.
+    pub fn group(&self, group: usize) -> &[i64] {
+        &self.rows[self.offsets[group] as usize..self.offsets[group + 1] as usize]
+    }
+}
+
+/// Groups positions `0..codes.len()` by `codes` (each in `[0, n_groups)`) in O(n + n_groups).
+pub fn group_csr(codes: &[i64], n_groups: u64) -> Result<Csr> {
+    let n_groups = usize::try_from(n_groups).map_err(|_| invalid("n_groups is too large"))?;
+    let mut offsets = vec![0i64; n_groups + 1];
+    for (row, &code) in codes.iter().enumerate() {
+        if code < 0 || code as u64 >= n_groups as u64 {
+            return Err(invalid(format!(
+                "group code {code} at row {row} is outside [0, {n_groups})"
+            )));
+        }
+        offsets[code as usize + 1] += 1;
+    }
+    for g in 0..n_groups {
+        offsets[g + 1] += offsets[g];
+    }
+    let mut next = offsets[..n_groups].to_vec();
+    let mut rows = vec![0i64; codes.len()];
+    for (row, &code) in codes.iter().enumerate() {
+        let slot = &mut next[code as usize];
+        rows[*slot as usize] = row as i64;
+        *slot += 1;
+    }
+    Ok(Csr { offsets, rows })
+}
+
+/// Index of the first element of `sorted[from..]` that is `>= target` (or `sorted.len()`),
+/// by galloping from `from`: O(log distance), so a sorted batch of lookups costs a merge
+/// walk when dense and a binary search per lookup only when sparse.
+pub(crate) fn gallop<T: Ord + Copy>(sorted: &[T], from: usize, target: T) -> usize {
+    let mut low = from;
+    let mut step = 1;
+    let mut high = from;
+    while high < sorted.len() && sorted[high] < target {
+        low = high + 1;
+        high += step;
+        step *= 2;
+    }
+    let high = high.min(sorted.len());
+    low + sorted[low..high].partition_point(|&x| x < target)
+}
+
+/// For each needle, whether it occurs in `haystack` (sorted ascending, duplicates allowed).
+/// Sorted needles are answered by one galloping merge walk, others by binary search.
+pub fn isin_sorted(haystack: &[i64], needles: &[i64]) -> Result<Vec<bool>> {
+    if let Some(i) = haystack.windows(2).position(|w| w[0] > w[1]) {
+        return Err(invalid(format!("haystack is not sorted ascending at position {}", i + 1)));
+    }
+    if is_non_decreasing(needles) {
+        let mut position = 0;
+        Ok(needles
+            .iter()
+            .map(|&needle| {
+                position = gallop(haystack, position, needle);
+                haystack.get(position) == Some(&needle)
+            })
+            .collect())
+    } else {
+        Ok(needles.iter().map(|needle| haystack.binary_search(needle).is_ok()).collect())
+    }
+}
+
+pub(crate) fn is_non_decreasing(values: &[i64]) -> bool {
+    values.windows(2).all(|w| w[0] <= w[1])
+}
+
+pub(crate) fn is_strictly_increasing(values: &[i64]) -> bool {
+    values.windows(2).all(|w| w[0] < w[1])
+}
+
+/// Sorts and deduplicates `values`, all in `[0, universe)`: a dense bitmap pass when they
+/// cover a good part of the universe, a roaring set otherwise; never a comparison sort.
+pub(crate) fn sorted_unique(values: Vec<i64>, universe: u64) -> Vec<i64> {
+    if is_strictly_increasing(&values) {
+        return values;
+    }
+    if (values.len() as u64).saturating_mul(16) >= universe {
+        let mut words = vec![0u64; universe.div_ceil(64) as usize];
+        for &value in &values {
+            words[value as usize / 64] |= 1 << (value % 64);
+        }
+        let mut out = Vec::with_capacity(values.len());
+        for (index, &word) in words.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                out.push((index * 64 + bits.trailing_zeros() as usize) as i64);
+                bits &= bits - 1;
+            }
+        }
+        out
+    } else {
+        let set: RoaringTreemap = values.iter().map(|&v| v as u64).collect();
+        set.iter().map(|v| v as i64).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gallop_finds_lower_bound() {
+        let sorted = [1, 3, 3, 5, 9, 12];
+        for from in 0..sorted.len() {
+            for target in 0..14 {
+                let expected = from + sorted[from..].partition_point(|&x| x < target);
+                assert_eq!(gallop(&sorted, from, target), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn csr_is_stable() {
+        let csr = group_csr(&[2, 0, 2, 1, 0], 4).unwrap();
+        assert_eq!(csr.offsets, [0, 2, 3, 5, 5]);
+        assert_eq!(csr.rows, [1, 4, 3, 0, 2]);
+        assert!(group_csr(&[4], 4).is_err());
+    }
+}
