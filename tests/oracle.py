@@ -1,0 +1,239 @@
+"""A slow, obvious reference implementation of DESIGN section 3.
+
+Every cell carries the explicit set of source cells it was computed from,
+and every row the explicit set of source rows it exists because of. Each
+operation is written out row by row from the table in section 3; nothing
+here knows about slots, fragments or the Rust core. Tests run a pipeline
+through hippo_dask and through this oracle and compare every answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+Cell = tuple[str, int, str]  # (source, row, column)
+SourceRow = tuple[str, int]
+
+
+@dataclass
+class OracleFrame:
+    df: pd.DataFrame  # user columns, RangeIndex
+    cells: dict[str, list[frozenset[Cell]]]
+    rows: list[frozenset[SourceRow]]
+
+    # ------------------------------------------------------------------ helpers
+    def _take(self, positions: Sequence[int]) -> "OracleFrame":
+        positions = [int(p) for p in positions]
+        return OracleFrame(
+            self.df.iloc[positions].reset_index(drop=True),
+            {c: [v[i] for i in positions] for c, v in self.cells.items()},
+            [self.rows[i] for i in positions],
+        )
+
+    # ------------------------------------------------------------------ ops
+    @staticmethod
+    def source(df: pd.DataFrame, name: str) -> "OracleFrame":
+        df = df.reset_index(drop=True)
+        return OracleFrame(
+            df,
+            {c: [frozenset({(name, i, c)}) for i in range(len(df))] for c in df.columns},
+            [frozenset({(name, i)}) for i in range(len(df))],
+        )
+
+    def filter(self, predicate: Callable[[pd.DataFrame], Any]) -> "OracleFrame":
+        mask = np.asarray(predicate(self.df), dtype=bool)
+        return self._take(np.flatnonzero(mask))
+
+    def dropna(self, subset: Sequence[str] | None = None) -> "OracleFrame":
+        mask = self.df[list(subset or self.df.columns)].notna().all(axis=1).to_numpy()
+        return self._take(np.flatnonzero(mask))
+
+    def sort_values(self, by: Sequence[str] | str) -> "OracleFrame":
+        order = self.df.reset_index(drop=True).sort_values(by, kind="stable").index
+        return self._take(order)
+
+    def drop_duplicates(self, subset: Sequence[str] | None = None, keep: str = "first") -> "OracleFrame":
+        mask = ~self.df.duplicated(subset=list(subset) if subset else None, keep=keep).to_numpy()
+        return self._take(np.flatnonzero(mask))
+
+    def head(self, n: int) -> "OracleFrame":
+        return self._take(range(min(n, len(self.df))))
+
+    def select(self, columns: Sequence[str]) -> "OracleFrame":
+        return OracleFrame(self.df[list(columns)], {c: self.cells[c] for c in columns}, self.rows)
+
+    def drop(self, columns: Sequence[str]) -> "OracleFrame":
+        return self.select([c for c in self.df.columns if c not in columns])
+
+    def rename(self, mapping: dict[str, str]) -> "OracleFrame":
+        return OracleFrame(self.df.rename(columns=mapping), {mapping.get(c, c): v for c, v in self.cells.items()}, self.rows)
+
+    def with_values(self, df: pd.DataFrame) -> "OracleFrame":
+        """Same rows and lineage, new values (fillna, replace, astype)."""
+        return OracleFrame(df.reset_index(drop=True), dict(self.cells), self.rows)
+
+    def assign(self, name: str, func: Callable[[pd.DataFrame], Any], reads: Sequence[str]) -> "OracleFrame":
+        df = self.df.assign(**{name: func(self.df)})
+        cells = dict(self.cells)
+        cells[name] = [frozenset().union(*(self.cells[r][i] for r in reads)) for i in range(len(df))]
+        return OracleFrame(df, cells, self.rows)
+
+    def map(self, func: Callable[[pd.DataFrame], pd.DataFrame], reads: Sequence[str], writes: Sequence[str]) -> "OracleFrame":
+        df = func(self.df.copy())
+        cells = {}
+        for c in df.columns:
+            if c in writes:
+                cells[c] = [frozenset().union(*(self.cells[r][i] for r in reads)) for i in range(len(df))]
+            else:
+                cells[c] = self.cells[c]
+        return OracleFrame(df.reset_index(drop=True), cells, self.rows)
+
+    def explode(self, column: str) -> "OracleFrame":
+        exploded = self.df.explode(column)
+        positions = [int(p) for p in exploded.index]  # RangeIndex in: labels are positions
+        out = self._take(positions)
+        return OracleFrame(exploded.reset_index(drop=True), out.cells, out.rows)
+
+    def groupby_agg(self, keys: Sequence[str], named: dict[str, tuple[str, str]]) -> "OracleFrame":
+        keys = list(keys)
+        out_rows: list[dict[str, Any]] = []
+        cells: dict[str, list[frozenset[Cell]]] = {c: [] for c in keys + list(named)}
+        rows: list[frozenset[SourceRow]] = []
+        groups = self.df.reset_index(drop=True).groupby(keys, sort=True, dropna=True).indices
+        agg = self.df.groupby(keys, sort=True, dropna=True).agg(**{k: pd.NamedAgg(c, f) for k, (c, f) in named.items()}).reset_index()
+        for _, record in agg.iterrows():
+            key = tuple(record[k] for k in keys)
+            members = groups[key if len(keys) > 1 else key[0]]
+            out_rows.append(dict(record))
+            for k in keys:
+                cells[k].append(frozenset().union(*(self.cells[k][m] for m in members)))
+            for name, (col, func) in named.items():
+                cells[name].append(frozenset() if func == "size" else frozenset().union(*(self.cells[col][m] for m in members)))
+            rows.append(frozenset().union(*(self.rows[m] for m in members)))
+        return OracleFrame(agg.reset_index(drop=True), cells, rows)
+
+    def merge(self, right: "OracleFrame", how: str, on: Sequence[str], suffixes=("_x", "_y")) -> "OracleFrame":
+        on = list(on)
+        left_df = self.df.assign(__l=np.arange(len(self.df)))
+        right_df = right.df.assign(__r=np.arange(len(right.df)))
+        merged = left_df.merge(right_df, how=how, on=on, suffixes=suffixes)
+        overlap = (set(self.df.columns) & set(right.df.columns)) - set(on)
+        cells: dict[str, list[frozenset[Cell]]] = {}
+        rows: list[frozenset[SourceRow]] = []
+        out_cols = [c for c in merged.columns if c not in ("__l", "__r")]
+        for c in out_cols:
+            cells[c] = []
+        for _, rec in merged.iterrows():
+            li = None if pd.isna(rec["__l"]) else int(rec["__l"])
+            ri = None if pd.isna(rec["__r"]) else int(rec["__r"])
+            for c in self.df.columns:
+                name = c + suffixes[0] if c in overlap else c
+                if c in on:
+                    parts = ([self.cells[c][li]] if li is not None else []) + ([right.cells[c][ri]] if ri is not None else [])
+                    cells[name].append(frozenset().union(*parts))
+                else:
+                    cells[name].append(self.cells[c][li] if li is not None else frozenset())
+            for c in right.df.columns:
+                if c in on:
+                    continue
+                name = c + suffixes[1] if c in overlap else c
+                cells[name].append(right.cells[c][ri] if ri is not None else frozenset())
+            rows.append((self.rows[li] if li is not None else frozenset()) | (right.rows[ri] if ri is not None else frozenset()))
+        return OracleFrame(merged[out_cols].reset_index(drop=True), cells, rows)
+
+    @staticmethod
+    def concat(frames: Sequence["OracleFrame"]) -> "OracleFrame":
+        df = pd.concat([f.df for f in frames], ignore_index=True)
+        cells = {c: [] for c in df.columns}
+        rows: list[frozenset[SourceRow]] = []
+        for f in frames:
+            for c in df.columns:
+                cells[c].extend(f.cells[c] if c in f.cells else [frozenset()] * len(f.df))
+            rows.extend(f.rows)
+        return OracleFrame(df, cells, rows)
+
+
+# ---------------------------------------------------------------------- comparison
+
+
+def _canon(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (float, np.floating)):
+        return float(f"{float(value):.9g}")
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_canon(v) for v in value)
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def row_keys(df: pd.DataFrame) -> list[tuple]:
+    """Order-free identity of each row's values (floats rounded, NaN/None alike)."""
+    cols = sorted(df.columns)
+    return [tuple(_canon(v) for v in rec) for rec in df[cols].itertuples(index=False, name=None)]
+
+
+def oracle_records(frame: OracleFrame) -> Counter:
+    """Multiset of (values, row lineage, per-column cell lineage) over the oracle's rows."""
+    keys = row_keys(frame.df)
+    cols = sorted(frame.df.columns)
+    return Counter(
+        (keys[i], frame.rows[i], tuple(frame.cells[c][i] for c in cols)) for i in range(len(frame.df))
+    )
+
+
+def hippo_records(result: pd.DataFrame) -> Counter:
+    """The same multiset, read from a computed result's lineage, one query per cell."""
+    lineage = result.hippo.lineage
+    keys = row_keys(result)
+    cols = sorted(result.columns)
+    out = Counter()
+    for i in range(len(result)):
+        whole = lineage.backward(rows=[i])
+        row_lin = frozenset((src, int(r)) for src, ts in whole.items() for r in ts.rows)
+        per_col = []
+        for c in cols:
+            trace = lineage.backward(rows=[i], columns=[c])
+            per_col.append(frozenset(
+                (src, int(r), str(col)) for src, ts in trace.items() for r, col in ts.cells.itertuples(index=False, name=None)
+            ))
+        out[(keys[i], row_lin, tuple(per_col))] += 1
+    return out
+
+
+def check_forward(result: pd.DataFrame, frame: OracleFrame, sources: dict[str, pd.DataFrame], samples: int = 4) -> None:
+    """Forward traces of a few source cells (and whole rows) match the oracle."""
+    lineage = result.hippo.lineage
+    keys = row_keys(result)
+    okeys = row_keys(frame.df)
+    ocols = list(frame.df.columns)
+    for name, src in sources.items():
+        if name not in lineage.sources:  # the pipeline never read it
+            assert not any(r for rows in frame.rows for r in rows if r[0] == name)
+            continue
+        picks = np.linspace(0, len(src) - 1, num=min(samples, len(src)), dtype=int) if len(src) else []
+        for r in sorted(set(int(p) for p in picks)):
+            for c in list(src.columns) + [None]:
+                got = lineage.forward(name, rows=[r], columns=None if c is None else [c])
+                if c is None:
+                    got_rows = Counter(keys[i] for i in got.rows)
+                    want_rows = Counter(okeys[i] for i in range(len(frame.df)) if (name, r) in frame.rows[i])
+                    assert got_rows == want_rows, (name, r, "rows", got_rows, want_rows)
+                    continue
+                got_cells = Counter((keys[i], col) for i, col in got.cells.itertuples(index=False, name=None))
+                want_cells = Counter(
+                    (okeys[i], oc) for i in range(len(frame.df)) for oc in ocols if (name, r, c) in frame.cells[oc][i]
+                )
+                assert got_cells == want_cells, (name, r, c, got_cells, want_cells)
