@@ -20,6 +20,9 @@ mod search;
 
 #[cfg(test)]
 mod robustness_tests;
+// Lets the shared test helpers in tests/common name this crate from inside it too.
+#[cfg(test)]
+extern crate self as hippo_core;
 
 pub use container::checksum;
 pub use error::{CoreError, Result};

@@ -602,15 +602,22 @@ impl PartialEq for RowMap {
         }
         match (&self.repr, &other.repr) {
             (Repr::Identity { .. }, Repr::Identity { .. }) => true,
-            (Repr::Offset { offset: a, .. }, Repr::Offset { offset: b, .. }) => a == b,
+            (Repr::Offset { offset: a, n_in, .. }, Repr::Offset { offset: b, .. }) => a == b || *n_in == 0,
             (Repr::Select { kept: a, .. }, Repr::Select { kept: b, .. }) => a == b,
             (Repr::Permutation { order: a, .. }, Repr::Permutation { order: b, .. }) => a == b,
             (Repr::Expand { offsets: a }, Repr::Expand { offsets: b }) => a == b,
             (Repr::Group { codes: a, .. }, Repr::Group { codes: b, .. }) => a == b,
             (Repr::Pair { by_out: a, .. }, Repr::Pair { by_out: b, .. }) => a == b,
             (Repr::All { .. }, Repr::All { .. }) => true,
-            // Different kinds (or windows, whose parameters are not unique) can still
-            // describe the same pairs.
+            (
+                Repr::Window { n_in, size: size_a, step: step_a },
+                Repr::Window { size: size_b, step: step_b, .. },
+            ) => {
+                // Sizes beyond n_in are clipped, and the step is irrelevant with one window.
+                (*size_a).min(*n_in) == (*size_b).min(*n_in)
+                    && (self.n_out() <= 1 || step_a == step_b)
+            }
+            // Maps of different kinds can still describe the same pairs.
             _ => self.pairs_by_output() == other.pairs_by_output(),
         }
     }
