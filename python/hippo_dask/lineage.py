@@ -78,17 +78,15 @@ class Trace(Mapping[str, TraceSet]):
 
 
 def _trace_set(row_parts: list[np.ndarray], cell_parts: list[tuple[np.ndarray, str]]) -> TraceSet:
+    names = sorted({c for _, c in cell_parts})
+    code = {c: i for i, c in enumerate(names)}
     if cell_parts:
-        cells = pd.DataFrame(
-            {
-                "row": np.concatenate([p for p, _ in cell_parts]).astype(np.int64),
-                "column": np.concatenate([np.full(len(p), c, dtype=object) for p, c in cell_parts]),
-            }
-        )
-        cells = cells.drop_duplicates().sort_values(["row", "column"], kind="stable").reset_index(drop=True)
-        cells["column"] = cells["column"].astype(str)
+        # one int64 key per cell, ordered like (row, column name): unique and sorted at once
+        keys = np.unique(np.concatenate([p.astype(np.int64) * len(names) + code[c] for p, c in cell_parts]))
+        rows_of_cells, codes = np.divmod(keys, len(names))
+        cells = pd.DataFrame({"row": rows_of_cells, "column": pd.array(np.asarray(names, dtype=object)[codes], dtype=str)})
     else:
-        cells = pd.DataFrame({"row": np.array([], dtype=np.int64), "column": pd.Series([], dtype=str)})
+        cells = pd.DataFrame({"row": np.array([], dtype=np.int64), "column": pd.array([], dtype=str)})
     rows = np.unique(np.concatenate(row_parts)).astype(np.int64) if row_parts else np.array([], dtype=np.int64)
     return TraceSet(rows, cells)
 
@@ -96,6 +94,52 @@ def _trace_set(row_parts: list[np.ndarray], cell_parts: list[tuple[np.ndarray, s
 def _sorted_unique(values: Iterable[int] | np.ndarray) -> np.ndarray:
     arr = np.unique(np.asarray(values, dtype=np.int64))
     return arr[arr != MISSING]
+
+
+@dataclass(frozen=True)
+class SlotRows:
+    """A set of rows of one node, each identified by its slot values.
+
+    ``values`` holds one row per line and one slot per column (int64). Plain
+    numpy, because queries run many small steps and DataFrame overhead would
+    dominate them.
+    """
+
+    slots: tuple[str, ...]
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def column(self, slot: str) -> np.ndarray:
+        return self.values[:, self.slots.index(slot)]
+
+    def take(self, selector: np.ndarray) -> "SlotRows":
+        return SlotRows(self.slots, self.values[selector])
+
+    def project(self, mapping: Mapping[str, str]) -> "SlotRows":
+        """Keep the slots named by ``mapping``'s keys, renamed to its values."""
+        index = [self.slots.index(s) for s in mapping]
+        return SlotRows(tuple(mapping.values()), self.values[:, index])
+
+    def unique(self) -> "SlotRows":
+        if len(self.values) <= 1:
+            return self
+        if self.values.shape[1] == 1:
+            return SlotRows(self.slots, np.unique(self.values[:, 0])[:, None])
+        return SlotRows(self.slots, np.unique(self.values, axis=0))
+
+    def union(self, other: "SlotRows") -> "SlotRows":
+        other_values = other.values if other.slots == self.slots else other.values[:, [other.slots.index(s) for s in self.slots]]
+        return SlotRows(self.slots, np.concatenate([self.values, other_values])).unique()
+
+    @staticmethod
+    def from_arrays(arrays: Mapping[str, np.ndarray], slots: Sequence[str]) -> "SlotRows":
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        values = np.empty((n, len(slots)), dtype=np.int64)
+        for i, s in enumerate(slots):
+            values[:, i] = arrays[s]
+        return SlotRows(tuple(slots), values)
 
 
 # An atom of a forward predicate: rows whose ``slot`` is in ``ids`` and whose
@@ -135,8 +179,8 @@ class Lineage:
             raise CorruptRunError(f"{_join(store.run_dir(run_id), 'manifest.json')}: malformed manifest ({exc!r})") from None
         self._sources = manifest["sources"]
         self._source_by_node = {info["node"]: name for name, info in self._sources.items()}
-        self._result_slots: pd.DataFrame | None = None
-        self._members: dict[str, pd.DataFrame] = {}
+        self._result_slots: SlotRows | None = None
+        self._members: dict[str, tuple[SlotRows, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ facts
     @property
@@ -184,46 +228,46 @@ class Lineage:
     def _load(self, url: str, checksum: str | None) -> dict[str, np.ndarray]:
         return self.store.read_fragment(url, checksum)
 
-    def result_slots(self) -> pd.DataFrame:
+    def result_slots(self) -> SlotRows:
         """Slot values of every result row (source slots as source positions)."""
         if self._result_slots is None:
             run_dir = self.store.run_dir(self.run_id)
-            pieces = []
+            slots = list(self._result.slots)
+            pieces: dict[str, list[np.ndarray]] = {s: [] for s in slots}
             for frag in self._manifest["result"]["fragments"]:
                 url = _join(run_dir, frag["path"])
                 arrays = self._load(url, frag["checksum"])
-                if any(len(a) != frag["rows"] for a in arrays.values()):
-                    raise CorruptRunError(f"{url}: holds a different number of rows than the manifest says")
-                pieces.append(pd.DataFrame({k[len(HIDDEN_PREFIX):]: v for k, v in arrays.items()}, columns=None))
-            frame = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
-            frame = frame.reindex(columns=list(self._result.slots))
-            if len(frame) != self.nrows or frame.isna().any().any():
-                raise CorruptRunError(f"{run_dir}: result fragments do not match the manifest")
-            self._result_slots = frame.astype(np.int64)
+                for s in slots:
+                    values = arrays.get(hidden(s))
+                    if values is None or len(values) != frag["rows"]:
+                        raise CorruptRunError(f"{url}: does not hold the rows and slots the manifest says")
+                    pieces[s].append(values)
+            arrays = {s: (np.concatenate(p) if p else np.array([], dtype=np.int64)) for s, p in pieces.items()}
+            rows = SlotRows.from_arrays(arrays, slots) if slots else SlotRows((), np.empty((0, 0), np.int64))
+            if len(rows) != self.nrows and slots:
+                raise CorruptRunError(f"{run_dir}: result fragments hold {len(rows)} rows, the manifest says {self.nrows}")
+            self._result_slots = rows
         return self._result_slots
 
-    def members(self, node: Node) -> pd.DataFrame:
-        """Group membership of a group-by node: input slot tuples plus group id."""
+    def members(self, node: Node) -> tuple[SlotRows, np.ndarray]:
+        """Group membership of a group-by node: input slot tuples, and each one's group id."""
         if node.id not in self._members:
             parent = node.inputs[0]
             directory = self.store.fragment_dir(node.id)
-            pieces = []
+            keys = [hidden(s) for s in parent.slots] + [GROUP_ID]
+            pieces: dict[str, list[np.ndarray]] = {k: [] for k in keys}
             for name in self._manifest["group_fragments"].get(node.id, []):
                 arrays = self._load(_join(directory, name), name.split(".")[0])
-                pieces.append(arrays)
-            columns = list(parent.slots) + [GROUP_ID]
-            if pieces:
-                data = {}
-                for key in [hidden(s) for s in parent.slots] + [GROUP_ID]:
-                    if any(key not in p for p in pieces):
-                        raise CorruptRunError(f"{directory}: a membership fragment lacks {key!r}")
-                    data[key] = np.concatenate([p[key] for p in pieces])
-                frame = pd.DataFrame({(k[len(HIDDEN_PREFIX):] if k != GROUP_ID else k): v for k, v in data.items()})
-            else:
-                frame = pd.DataFrame({c: np.array([], dtype=np.int64) for c in columns})
+                for k in keys:
+                    if k not in arrays:
+                        raise CorruptRunError(f"{_join(directory, name)}: a membership fragment lacks {k!r}")
+                    pieces[k].append(arrays[k])
+            data = {k: (np.concatenate(p) if p else np.array([], dtype=np.int64)) for k, p in pieces.items()}
             for slot, counts in self._slot_source_counts(parent).items():
-                frame[slot] = ids_to_positions(frame[slot].to_numpy(), counts)
-            self._members[node.id] = frame.drop_duplicates(ignore_index=True)
+                data[hidden(slot)] = ids_to_positions(data[hidden(slot)], counts)
+            table = SlotRows.from_arrays({s: data[hidden(s)] for s in parent.slots} | {GROUP_ID: data[GROUP_ID]},
+                                         list(parent.slots) + [GROUP_ID]).unique()
+            self._members[node.id] = (table.project({s: s for s in parent.slots}), table.column(GROUP_ID).copy())
         return self._members[node.id]
 
     # ------------------------------------------------------------------ validation
@@ -268,8 +312,8 @@ class Lineage:
         rows = self._rows(rows, self.nrows, "the result")
         cols = self._columns(columns, self.columns, "the result")
         targets = (list(self.columns) + [ROW]) if cols is None else cols
-        tuples = self.result_slots().iloc[rows].drop_duplicates(ignore_index=True)
-        state: dict[str, dict[str, pd.DataFrame]] = {self._result.id: {c: tuples for c in targets}}
+        tuples = self.result_slots().take(rows).unique()
+        state: dict[str, dict[str, SlotRows]] = {self._result.id: {c: tuples for c in targets}}
         found: dict[str, tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]] = {n: ([], []) for n in self._sources}
         for node in reversed(self._order):
             current = state.pop(node.id, None)
@@ -278,13 +322,13 @@ class Lineage:
             if node.op == "source":
                 row_parts, cell_parts = found[self._source_by_node[node.id]]
                 for col, t in current.items():
-                    positions = _sorted_unique(t[node.new_slot].to_numpy())
+                    positions = _sorted_unique(t.column(node.new_slot))
                     if col == ROW:
                         row_parts.append(positions)
                     else:
                         cell_parts.append((positions, col))
                 continue
-            projected: dict[tuple[int, int], pd.DataFrame] = {}
+            projected: dict[tuple[int, int], SlotRows] = {}
             for col, t in current.items():
                 for k, in_col in node.colmap.get(col, ()):
                     key = (id(t), k)
@@ -293,7 +337,7 @@ class Lineage:
                     t_in = projected[key]
                     if len(t_in):
                         target = state.setdefault(node.inputs[k].id, {})
-                        target[in_col] = t_in if in_col not in target else pd.concat([target[in_col], t_in]).drop_duplicates(ignore_index=True)
+                        target[in_col] = t_in if in_col not in target else target[in_col].union(t_in)
         sets = {}
         for name, (row_parts, cell_parts) in found.items():
             if cols is not None:
@@ -301,24 +345,19 @@ class Lineage:
             sets[name] = _trace_set(row_parts, cell_parts)
         return Trace(sets)
 
-    def _backward_step(self, node: Node, k: int, t: pd.DataFrame) -> pd.DataFrame:
+    def _backward_step(self, node: Node, k: int, t: SlotRows) -> SlotRows:
         """Slot tuples of ``node``'s rows -> slot tuples of the rows of input ``k`` they came from."""
         if node.op in ONE_TO_ONE:
             return t
         if node.op == "merge":
-            mapping = node.slot_from[k]
-            side = t[list(mapping)]
-            present = (side.to_numpy() != MISSING).any(axis=1)  # every real row has a slot set
-            return side[present].rename(columns=mapping).drop_duplicates(ignore_index=True)
+            side = t.project(node.slot_from[k])
+            present = (side.values != MISSING).any(axis=1)  # every real row has a slot set
+            return side.take(present).unique()
         if node.op == "concat":
-            mapping = node.slot_from[k]
-            side = t.loc[t[node.new_slot].to_numpy() == k, list(mapping)]
-            return side.rename(columns=mapping).drop_duplicates(ignore_index=True)
+            return t.take(t.column(node.new_slot) == k).project(node.slot_from[k]).unique()
         if node.op == "groupby":
-            gids = _sorted_unique(t[node.new_slot].to_numpy())
-            members = self.members(node)
-            mask = _core.isin_sorted(gids, members[GROUP_ID].to_numpy())
-            return members.loc[mask, list(node.inputs[0].slots)].drop_duplicates(ignore_index=True)
+            members, gids = self.members(node)
+            return members.take(_core.isin_sorted(_sorted_unique(t.column(node.new_slot)), gids))
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
 
     # ------------------------------------------------------------------ forward
@@ -390,8 +429,8 @@ class Lineage:
         if node.op == "concat":
             return [(s, ids, conds + ((node.new_slot, k),)) for s, ids, conds in atoms]
         if node.op == "groupby":
-            members = self.members(node)
-            gids = _sorted_unique(members[GROUP_ID].to_numpy()[_evaluate(atoms, members)])
+            members, member_gids = self.members(node)
+            gids = _sorted_unique(member_gids[_evaluate(atoms, members)])
             return [(node.new_slot, gids, ())] if len(gids) else []
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
 
@@ -405,13 +444,13 @@ def _merge_atoms(atoms: list[Atom]) -> list[Atom]:
             for (slot, conds), ids_list in by_key.items()]
 
 
-def _evaluate(atoms: list[Atom], frame: pd.DataFrame) -> np.ndarray:
-    """Rows of ``frame`` (slot columns) matched by any atom."""
-    mask = np.zeros(len(frame), dtype=bool)
+def _evaluate(atoms: list[Atom], rows: SlotRows) -> np.ndarray:
+    """Which of ``rows`` any atom matches."""
+    mask = np.zeros(len(rows), dtype=bool)
     for slot, ids, conds in atoms:
-        hit = _core.isin_sorted(ids, frame[slot].to_numpy())
+        hit = _core.isin_sorted(ids, rows.column(slot))
         for c, v in conds:
-            hit &= frame[c].to_numpy() == v
+            hit &= rows.column(c) == v
         mask |= hit
     return mask
 
