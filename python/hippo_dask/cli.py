@@ -1,0 +1,99 @@
+"""``hippo``: inspect lineage stores from the shell.
+
+    hippo demo                         run the healthcare pipeline on a local cluster
+    hippo runs [--store URL]           list runs (complete or not)
+    hippo show RUN                     a run's sources, operators and sizes
+    hippo backward RUN ROWS [-c COL]   source cells behind result cells
+    hippo forward RUN SOURCE ROWS [-c COL]   result cells reached from source cells
+
+RUN may be ``latest``. ROWS is a comma-separated list of positions or ranges (``3,5-9``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .errors import HippoError
+
+
+def _rows(text: str) -> list[int]:
+    rows: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            rows.extend(range(int(lo), int(hi) + 1))
+        else:
+            rows.append(int(part))
+    return rows
+
+
+def _open(args):
+    from . import lineage as lineage_module
+    from .store import Store, get_store
+
+    store = Store(args.store) if args.store else get_store()
+    return lineage_module.open(store, None if args.run == "latest" else args.run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hippo", description="Cell-level lineage for pandas and Dask pipelines.")
+    parser.add_argument("--store", help="store directory or fsspec URL (default: $HIPPO_STORE or ./.hippo)")
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="run the healthcare pipeline on a local Dask cluster and trace it")
+    demo.add_argument("--workers", type=int, default=2)
+    sub.add_parser("runs", help="list runs")
+    show = sub.add_parser("show", help="describe a run")
+    show.add_argument("run")
+    back = sub.add_parser("backward", help="trace result cells back to source cells")
+    back.add_argument("run")
+    back.add_argument("rows", type=_rows)
+    back.add_argument("-c", "--columns", action="append")
+    fwd = sub.add_parser("forward", help="trace source cells forward to result cells")
+    fwd.add_argument("run")
+    fwd.add_argument("source")
+    fwd.add_argument("rows", type=_rows)
+    fwd.add_argument("-c", "--columns", action="append")
+    args = parser.parse_args(argv)
+    try:
+        if args.command in (None, "demo"):
+            from .demo import run
+
+            run(workers=getattr(args, "workers", 2), store=args.store)
+        elif args.command == "runs":
+            from .store import Store, get_store
+
+            store = Store(args.store) if args.store else get_store()
+            for info in store.runs():
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created)) if info.created else "?"
+                print(f"{info.run_id}  {when}  {'complete' if info.complete else 'INCOMPLETE'}")
+        elif args.command == "show":
+            lin = _open(args)
+            print(lin)
+            for name in lin.sources:
+                print(f"  source {name}: {lin.source_rows(name)} rows")
+            for node in lin.manifest["nodes"]:
+                print(f"  {node['id'][:8]} {node['op']:<16} <- {[i[:8] for i in node['inputs']]}  columns={node['columns']}")
+        elif args.command == "backward":
+            trace = _open(args).backward(args.rows, args.columns)
+            for name, ts in trace.items():
+                print(f"{name}: {len(ts.rows)} rows, {len(ts.cells)} cells")
+                if len(ts.cells):
+                    print(ts.cells.to_string(index=False, max_rows=40))
+        elif args.command == "forward":
+            hits = _open(args).forward(args.source, args.rows, args.columns)
+            print(f"{len(hits.rows)} result rows, {len(hits.cells)} cells")
+            if len(hits.cells):
+                print(hits.cells.to_string(index=False, max_rows=40))
+    except (HippoError, KeyError) as exc:
+        print(f"hippo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
