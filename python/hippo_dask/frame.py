@@ -192,7 +192,9 @@ class Tracked:
             if meta is None:
                 meta = self._user_meta(P.map_partition, func, list(writes), kwargs)
             else:
-                meta = P.reattach(pd.DataFrame(meta).iloc[:0], self.data._meta)
+                from dask.dataframe.utils import make_meta
+
+                meta = P.reattach(make_meta(meta), self.data._meta)
             data = self.data.map_partitions(P.map_partition, func, list(writes), kwargs, meta=meta)
             out_columns = [c for c in meta.columns if not c.startswith(HIDDEN_PREFIX)]
         else:
