@@ -146,3 +146,22 @@ def test_oracle_disagrees_with_wrong_lineage(store):
     result = t.hippo.compute()
     with pytest.raises(AssertionError):
         assert hippo_records(result) == oracle_records(o)
+
+
+AGGREGATIONS = ["sum", "mean", "min", "max", "count", "size", "nunique", "first", "last", "std", "var", "median", "prod"]
+
+
+@pytest.mark.parametrize("backend", ["pandas", "dask"])
+def test_every_aggregation_against_the_oracle(store, backend):
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(7)
+    a = pd.DataFrame({"k": rng.integers(0, 4, 30), "j": rng.choice(["u", "v"], 30), "x": rng.normal(size=30).round(3)})
+    a.loc[[3, 11], "x"] = np.nan
+    named = {f"{f}_x": ("x", f) for f in AGGREGATIONS}
+    source = a if backend == "pandas" else dd.from_pandas(a, npartitions=3, sort=False)
+    t = source.hippo.source("a").hippo.groupby(["k", "j"]).agg(**named)
+    result = t.hippo.compute(**({} if backend == "pandas" else {"scheduler": "sync"}))
+    expected = OracleFrame.source(a, "a").groupby_agg(["k", "j"], named)
+    assert hippo_records(result) == oracle_records(expected)
+    check_forward(result, expected, {"a": a})

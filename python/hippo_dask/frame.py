@@ -401,7 +401,16 @@ class Tracked:
         fragment_dir = self.store.fragment_dir(identity)
         recorded = self._partitionwise(P.record_membership, keys, fragment_dir, meta=self._meta())
         grouped = recorded.groupby(keys, dropna=dropna) if self.is_dask else recorded.groupby(keys, dropna=dropna, sort=True)
-        out = grouped.agg(**{k: pd.NamedAgg(column=c, aggfunc=f) for k, (c, f) in named.items()}).reset_index()
+        if self.is_dask:
+            # Dask cannot mix its custom nunique aggregation with the shuffle-based ones
+            # (median) in one call: aggregate them apart and join the results on the keys.
+            batches = [{k: v for k, v in named.items() if (v[1] == "nunique") == custom} for custom in (False, True)]
+            outs = [grouped.agg(**{k: pd.NamedAgg(column=c, aggfunc=P.dask_aggregation(f)) for k, (c, f) in b.items()})
+                    for b in batches if b]
+            out = outs[0] if len(outs) == 1 else outs[0].join(outs[1])
+            out = out[list(named)].reset_index()
+        else:
+            out = grouped.agg(**{k: pd.NamedAgg(column=c, aggfunc=f) for k, (c, f) in named.items()}).reset_index()
         if not self.is_dask and len(out) == 0:
             out = out.astype({k: self.data[k].dtype for k in keys})
         data = partitionwise(out, P.add_group_id, keys, hidden(slot))

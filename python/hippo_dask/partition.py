@@ -296,6 +296,31 @@ def group_ids(keys: pd.DataFrame) -> np.ndarray:
     return (hashed & np.uint64(0x7FFF_FFFF_FFFF_FFFF)).astype(np.int64)
 
 
+def _distinct_values(values: pd.Series) -> list:
+    return list(set(values.dropna()))
+
+
+def _nunique_chunk(grouped):
+    return grouped.apply(_distinct_values)
+
+
+def _nunique_combine(chunks):
+    return chunks.obj.groupby(level=list(range(chunks.obj.index.nlevels))).sum()
+
+
+def _nunique_finalize(combined):
+    return combined.apply(lambda values: len(set(values)))
+
+
+def dask_aggregation(func: str):
+    """The Dask spelling of a named aggregation (Dask has no built-in ``nunique`` here)."""
+    if func != "nunique":
+        return func
+    import dask.dataframe as dd
+
+    return dd.Aggregation(name="nunique", chunk=_nunique_chunk, agg=_nunique_combine, finalize=_nunique_finalize)
+
+
 def membership_arrays(part: pd.DataFrame, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """Which group each row of a group-by input belongs to, by slot tuple."""
     arrays = {c: part[c].to_numpy(dtype=np.int64) for c in hidden_of(part)}
