@@ -99,6 +99,7 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
         "sources": {
             info.name: {
                 "node": nid,
+                "identity": dict(info.identity),
                 "columns": list(info.columns),
                 "partition_rows": [int(c) for c in node_counts[nid]],
                 "rows": int(sum(node_counts[nid])),

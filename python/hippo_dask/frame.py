@@ -76,6 +76,7 @@ class SourceInfo:
     columns: tuple[str, ...]
     counts: tuple[int, ...] | None = None  # pandas: known at once
     partitions: tuple[Any, ...] = ()  # Dask: delayed id-attaching tasks, one per partition
+    identity: Mapping[str, Any] = field(default_factory=dict)  # what the source was, for the manifest
 
 
 @dataclass(frozen=True)
@@ -162,10 +163,15 @@ class Tracked:
             )
             divisions = frame.divisions if len(partitions) == frame.npartitions else None
             data = dd.from_delayed(list(partitions), meta=P.attach_source(frame._meta, column, 0), divisions=divisions, verify_meta=False)
-            info = SourceInfo(name, node, columns, partitions=partitions)
+            identity_facts = {"kind": "dask", "expression": frame._name, "partitions": len(partitions),
+                              "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
+            info = SourceInfo(name, node, columns, partitions=partitions, identity=identity_facts)
         else:
             data = P.attach_source(frame, column, 0)
-            info = SourceInfo(name, node, columns, counts=(len(frame),))
+            content = int(pd.util.hash_pandas_object(frame, index=True).to_numpy().sum(dtype=np.uint64))
+            identity_facts = {"kind": "pandas", "content_hash": f"{content:016x}",
+                              "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
+            info = SourceInfo(name, node, columns, counts=(len(frame),), identity=identity_facts)
         return Tracked(data, node, store, {column: info})
 
     # ------------------------------------------------------------------ user code
