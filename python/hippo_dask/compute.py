@@ -38,6 +38,17 @@ def _versions() -> dict[str, str]:
 
 def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
     """Compute ``tracked``; return the clean pandas result and the committed run id."""
+    if tracked.is_dask and compute_kwargs.get("scheduler") is not None:
+        import dask
+
+        # Optimizing the graph may itself compute (sort_values computes its divisions):
+        # that must run on the scheduler the caller chose too, not on local threads.
+        with dask.config.set(scheduler=compute_kwargs["scheduler"]):
+            return _compute(tracked, **compute_kwargs)
+    return _compute(tracked, **compute_kwargs)
+
+
+def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
     store = tracked.store
     run_id = store.start_run()
     run_dir = store.run_dir(run_id)
