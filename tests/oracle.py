@@ -84,6 +84,18 @@ class OracleFrame:
         cells[name] = [frozenset().union(*(self.cells[r][i] for r in reads)) for i in range(len(df))]
         return OracleFrame(df, cells, self.rows)
 
+    def flatmap(self, func: Callable[[dict], Any], columns: Sequence[str], reads: Sequence[str]) -> "OracleFrame":
+        records, rows = [], []
+        cells: dict[str, list[frozenset[Cell]]] = {c: [] for c in columns}
+        for i, rec in enumerate(self.df.to_dict("records")):
+            for out in func(rec):
+                records.append(out)
+                rows.append(self.rows[i])
+                for c in columns:
+                    same = c in self.cells and c not in reads_written(columns, self.df.columns)
+                    cells[c].append(self.cells[c][i] if same else frozenset().union(*(self.cells[r][i] for r in reads)))
+        return OracleFrame(pd.DataFrame.from_records(records, columns=list(columns)), cells, rows)
+
     def map(self, func: Callable[[pd.DataFrame], pd.DataFrame], reads: Sequence[str], writes: Sequence[str]) -> "OracleFrame":
         df = func(self.df.copy())
         cells = {}
@@ -118,29 +130,29 @@ class OracleFrame:
             rows.append(frozenset().union(*(self.rows[m] for m in members)))
         return OracleFrame(agg.reset_index(drop=True), cells, rows)
 
-    def merge(self, right: "OracleFrame", how: str, on: Sequence[str], suffixes=("_x", "_y")) -> "OracleFrame":
-        on = list(on)
+    def merge(self, right: "OracleFrame", how: str, on: Sequence[str] | None = None, suffixes=("_x", "_y"),
+              left_on: Sequence[str] | None = None, right_on: Sequence[str] | None = None) -> "OracleFrame":
+        left_on = list(on if on is not None else left_on)
+        right_on = list(on if on is not None else right_on)
+        shared = {lk for lk, rk in zip(left_on, right_on) if lk == rk}  # one output column, from both sides
         left_df = self.df.assign(__l=np.arange(len(self.df)))
         right_df = right.df.assign(__r=np.arange(len(right.df)))
-        merged = left_df.merge(right_df, how=how, on=on, suffixes=suffixes)
-        overlap = (set(self.df.columns) & set(right.df.columns)) - set(on)
-        cells: dict[str, list[frozenset[Cell]]] = {}
-        rows: list[frozenset[SourceRow]] = []
+        merged = left_df.merge(right_df, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
+        overlap = (set(self.df.columns) & set(right.df.columns)) - shared
         out_cols = [c for c in merged.columns if c not in ("__l", "__r")]
-        for c in out_cols:
-            cells[c] = []
+        cells: dict[str, list[frozenset[Cell]]] = {c: [] for c in out_cols}
+        rows: list[frozenset[SourceRow]] = []
         for _, rec in merged.iterrows():
             li = None if pd.isna(rec["__l"]) else int(rec["__l"])
             ri = None if pd.isna(rec["__r"]) else int(rec["__r"])
             for c in self.df.columns:
                 name = c + suffixes[0] if c in overlap else c
-                if c in on:
-                    parts = ([self.cells[c][li]] if li is not None else []) + ([right.cells[c][ri]] if ri is not None else [])
-                    cells[name].append(frozenset().union(*parts))
-                else:
-                    cells[name].append(self.cells[c][li] if li is not None else frozenset())
+                parts = [self.cells[c][li]] if li is not None else []
+                if c in shared and ri is not None:
+                    parts.append(right.cells[c][ri])
+                cells[name].append(frozenset().union(*parts))
             for c in right.df.columns:
-                if c in on:
+                if c in shared:
                     continue
                 name = c + suffixes[1] if c in overlap else c
                 cells[name].append(right.cells[c][ri] if ri is not None else frozenset())
@@ -149,7 +161,7 @@ class OracleFrame:
 
     @staticmethod
     def concat(frames: Sequence["OracleFrame"]) -> "OracleFrame":
-        df = pd.concat([f.df for f in frames], ignore_index=True)
+        df = pd.concat([f.df for f in frames if len(f.df.columns)], ignore_index=True)
         cells = {c: [] for c in df.columns}
         rows: list[frozenset[SourceRow]] = []
         for f in frames:
@@ -157,6 +169,11 @@ class OracleFrame:
                 cells[c].extend(f.cells[c] if c in f.cells else [frozenset()] * len(f.df))
             rows.extend(f.rows)
         return OracleFrame(df, cells, rows)
+
+
+def reads_written(columns: Sequence[str], inputs: Sequence[str]) -> set[str]:
+    """Flatmap output columns that are new (computed from its reads)."""
+    return {c for c in columns if c not in set(inputs)}
 
 
 # ---------------------------------------------------------------------- comparison

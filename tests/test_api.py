@@ -255,3 +255,57 @@ def test_sample_records_its_seed_and_replays(store, people):
     pd.testing.assert_frame_equal(result, again)
     rows = result.hippo.lineage.backward(rows=[0, 1])["people"].rows
     assert sorted(rows.tolist()) == sorted(people.index.get_indexer(again.index).tolist())
+
+
+# ---------------------------------------------------------------------- more operations against the oracle
+
+from oracle import OracleFrame, check_forward, hippo_records, oracle_records  # noqa: E402
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
+def test_merge_left_on_right_on_and_suffixes(store, backend, how):
+    left = pd.DataFrame({"id": [1, 2, 3, 3], "v": [10, 20, 30, 31], "w": ["a", "b", "c", "d"]})
+    right = pd.DataFrame({"key": [3, 1, 4], "v": [7, 8, 9]})
+    t = frame(backend, left).hippo.source("l").hippo.merge(
+        frame(backend, right).hippo.source("r"), how=how, left_on="id", right_on="key", suffixes=("_l", "_r"))
+    result = compute(t, backend)
+    expected = OracleFrame.source(left, "l").merge(OracleFrame.source(right, "r"), how, left_on=["id"], right_on=["key"], suffixes=("_l", "_r"))
+    assert sorted(result.columns) == sorted(expected.df.columns) == sorted(["id", "v_l", "w", "key", "v_r"])
+    assert hippo_records(result) == oracle_records(expected)
+    check_forward(result, expected, {"l": left, "r": right})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concat_of_different_sources(store, backend):
+    a = pd.DataFrame({"x": [1, 2], "y": ["p", "q"]})
+    b = pd.DataFrame({"x": [3], "z": [0.5]})
+    t = hippo.concat([frame(backend, a).hippo.source("a"), frame(backend, b).hippo.source("b")], ignore_index=True)
+    result = compute(t, backend)
+    expected = OracleFrame.concat([OracleFrame.source(a, "a"), OracleFrame.source(b, "b")])
+    assert hippo_records(result) == oracle_records(expected)
+    check_forward(result, expected, {"a": a, "b": b})
+
+
+def _repeat_by_n(row):
+    return [{"name": row["name"], "copy": i} for i in range(row["n"])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_flatmap(store, backend):
+    df = pd.DataFrame({"name": ["a", "b", "c"], "n": [2, 0, 1], "other": [1.0, 2.0, 3.0]})
+    t = frame(backend, df).hippo.source("s").hippo.flatmap(_repeat_by_n, columns=["name", "copy"], reads=["n"])
+    result = compute(t, backend)
+    assert len(result) == 3 and list(result.columns) == ["name", "copy"]
+    expected = OracleFrame.source(df, "s").flatmap(_repeat_by_n, ["name", "copy"], reads=["n"])
+    assert hippo_records(result) == oracle_records(expected)
+    check_forward(result, expected, {"s": df})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_astype_and_drop_and_head(store, backend, people):
+    t = frame(backend, people).hippo.source("p").hippo.astype({"age": "float64"}).hippo.drop("city").hippo.head(3)
+    result = compute(t, backend)
+    expected = OracleFrame.source(people, "p").drop(["city"]).head(3)
+    assert result["age"].dtype == np.float64
+    assert hippo_records(result) == oracle_records(expected.with_values(expected.df.astype({"age": "float64"})))
