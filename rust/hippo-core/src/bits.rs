@@ -18,25 +18,32 @@ pub(crate) fn packed_len(count: u64, width: u32) -> u64 {
 
 /// Appends `values` to `out`, `width` bits each, least significant bit first.
 /// Every value must be below `2^width`.
-pub(crate) fn pack(out: &mut Vec<u8>, values: impl Iterator<Item = u64>, width: u32) {
+pub(crate) fn pack(out: &mut Vec<u8>, values: impl Iterator<Item = u64>, count: u64, width: u32) {
     if width == 0 {
         return;
     }
-    // A 128-bit accumulator always has room for one more value of up to 64 bits.
-    let mut buffer: u128 = 0;
-    let mut filled: u32 = 0;
+    out.reserve(packed_len(count, width) as usize + 8);
+    let mut word: u64 = 0;
+    let mut filled: u32 = 0; // bits of `word` in use, always < 64 between values
     for value in values {
         debug_assert!(width == 64 || value >> width == 0);
-        buffer |= (value as u128) << filled;
-        filled += width;
-        if filled >= 64 {
-            out.extend_from_slice(&(buffer as u64).to_le_bytes());
-            buffer >>= 64;
-            filled -= 64;
+        word |= value << filled;
+        let total = filled + width;
+        if total >= 64 {
+            out.extend_from_slice(&word.to_le_bytes());
+            // The high bits of `value` that did not fit start the next word.
+            word = if filled == 0 {
+                0
+            } else {
+                value >> (64 - filled)
+            };
+            filled = total - 64;
+        } else {
+            filled = total;
         }
     }
     let tail = filled.div_ceil(8) as usize;
-    out.extend_from_slice(&(buffer as u64).to_le_bytes()[..tail]);
+    out.extend_from_slice(&word.to_le_bytes()[..tail]);
 }
 
 /// Calls `sink` with each of the `count` values of `width` bits packed in `bytes`.
@@ -46,8 +53,31 @@ pub(crate) fn unpack(bytes: &[u8], count: usize, width: u32, mut sink: impl FnMu
         (0..count).for_each(|_| sink(0));
         return;
     }
-    let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-    let mut buffer: u128 = 0;
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
+    if width <= 56 {
+        // Each value lies within the 8 bytes starting at its first byte.
+        let mut bit = 0usize;
+        for _ in 0..count {
+            let byte = bit / 8;
+            let word = match bytes.get(byte..byte + 8) {
+                Some(eight) => u64::from_le_bytes(eight.try_into().expect("8 bytes")),
+                None => {
+                    let mut tail = [0u8; 8];
+                    tail[..bytes.len() - byte].copy_from_slice(&bytes[byte..]);
+                    u64::from_le_bytes(tail)
+                }
+            };
+            sink((word >> (bit % 8)) & mask);
+            bit += width as usize;
+        }
+        return;
+    }
+    // Wider values may straddle 9 bytes: keep a 128-bit window.
+    let mut window: u128 = 0;
     let mut filled: u32 = 0;
     let mut position = 0;
     for _ in 0..count {
@@ -56,11 +86,11 @@ pub(crate) fn unpack(bytes: &[u8], count: usize, width: u32, mut sink: impl FnMu
             let mut word = [0u8; 8];
             word[..take].copy_from_slice(&bytes[position..position + take]);
             position += take;
-            buffer |= (u64::from_le_bytes(word) as u128) << filled;
+            window |= (u64::from_le_bytes(word) as u128) << filled;
             filled += 8 * take as u32;
         }
-        sink(buffer as u64 & mask);
-        buffer >>= width;
+        sink(window as u64 & mask);
+        window >>= width;
         filled -= width;
     }
 }
@@ -99,7 +129,11 @@ pub(crate) struct ByteReader<'a> {
 
 impl<'a> ByteReader<'a> {
     pub(crate) fn new(data: &'a [u8], max_len: u64) -> Self {
-        ByteReader { data, position: 0, max_len }
+        ByteReader {
+            data,
+            position: 0,
+            max_len,
+        }
     }
 
     pub(crate) fn max_len(&self) -> u64 {
@@ -127,8 +161,17 @@ impl<'a> ByteReader<'a> {
         Ok(self.bytes(1)?[0])
     }
 
+    pub(crate) fn peek_u8(&self) -> Result<u8> {
+        self.data
+            .get(self.position)
+            .copied()
+            .ok_or_else(|| decode_err("truncated: no byte left"))
+    }
+
     pub(crate) fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.bytes(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     pub(crate) fn i64(&mut self) -> Result<i64> {
@@ -144,7 +187,10 @@ impl<'a> ByteReader<'a> {
 
     pub(crate) fn check_len(&self, len: u64) -> Result<()> {
         if len > self.max_len {
-            return Err(decode_err(format!("length {len} exceeds the limit {}", self.max_len)));
+            return Err(decode_err(format!(
+                "length {len} exceeds the limit {}",
+                self.max_len
+            )));
         }
         Ok(())
     }
@@ -152,7 +198,10 @@ impl<'a> ByteReader<'a> {
     /// Fails unless every byte was consumed (trailing garbage means a foreign layout).
     pub(crate) fn finish(&self) -> Result<()> {
         if self.remaining() != 0 {
-            return Err(decode_err(format!("{} unexpected trailing bytes", self.remaining())));
+            return Err(decode_err(format!(
+                "{} unexpected trailing bytes",
+                self.remaining()
+            )));
         }
         Ok(())
     }
@@ -173,11 +222,21 @@ mod tests {
     #[test]
     fn pack_unpack_round_trip_every_width() {
         for width in 0..=64u32 {
-            let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-            let values: Vec<u64> =
-                (0..37u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & mask).collect();
+            let mask = if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            };
+            let values: Vec<u64> = (0..37u64)
+                .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & mask)
+                .collect();
             let mut bytes = Vec::new();
-            pack(&mut bytes, values.iter().copied(), width);
+            pack(
+                &mut bytes,
+                values.iter().copied(),
+                values.len() as u64,
+                width,
+            );
             assert_eq!(bytes.len() as u64, packed_len(values.len() as u64, width));
             let mut back = Vec::new();
             unpack(&bytes, values.len(), width, |v| back.push(v));

@@ -16,6 +16,7 @@ use std::io::Read;
 use roaring::RoaringTreemap;
 
 use crate::bits::{bit_width, pack, packed_len, try_vec, unpack, ByteReader, ByteWriter};
+use crate::bitset::Bitset;
 use crate::error::{decode_err, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,8 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// One pass of facts about an array, enough to size every candidate codec.
 struct Stats {
+    count: u64,
+    first: i64,
     min: i64,
     max: i64,
     non_decreasing: bool,
@@ -83,9 +86,11 @@ struct Stats {
 }
 
 impl Stats {
-    fn of(values: &[i64]) -> Stats {
-        let Some(&first) = values.first() else {
+    fn of(mut values: impl Iterator<Item = i64>) -> Stats {
+        let Some(first) = values.next() else {
             return Stats {
+                count: 0,
+                first: 0,
                 min: 0,
                 max: 0,
                 non_decreasing: true,
@@ -95,6 +100,8 @@ impl Stats {
             };
         };
         let mut stats = Stats {
+            count: 1,
+            first,
             min: first,
             max: first,
             non_decreasing: true,
@@ -103,7 +110,8 @@ impl Stats {
             runs: 1,
         };
         let mut previous = first;
-        for &value in &values[1..] {
+        for value in values {
+            stats.count += 1;
             stats.min = stats.min.min(value);
             stats.max = stats.max.max(value);
             stats.non_decreasing &= value >= previous;
@@ -123,162 +131,296 @@ impl Stats {
 /// Appends `values` to `out` with the smallest codec. `universe = Some(n)` says the values
 /// may be a sorted set of positions in `[0, n)`, which makes a bitmap a candidate.
 pub(crate) fn encode_ints(out: &mut ByteWriter, values: &[i64], universe: Option<u64>) {
-    let best = encode_uncompressed(values, universe);
-    out.raw(&compress_if_smaller(best, values.len() as u64));
+    let stats = Stats::of(values.iter().copied());
+    encode(out, values.iter().copied(), stats, universe, None);
 }
 
-fn encode_uncompressed(values: &[i64], universe: Option<u64>) -> Vec<u8> {
-    let stats = Stats::of(values);
-    let count = values.len() as u64;
-    let mut best = encode_plain(values, &stats);
+/// [`encode_ints`] for values computed on the fly (the iterator is cloned once per pass).
+pub(crate) fn encode_values(out: &mut ByteWriter, values: impl Iterator<Item = i64> + Clone) {
+    let stats = Stats::of(values.clone());
+    encode(out, values, stats, None, None);
+}
+
+/// Appends the positions of `set` to `out` with the smallest codec; when that is a
+/// bitmap, the set's words are copied as they are.
+pub(crate) fn encode_bitset(out: &mut ByteWriter, set: &Bitset) {
+    // The statistics come from word-level operations, so a dense set whose best codec is
+    // the bitmap itself is encoded without visiting its positions.
+    let shape = set.shape();
+    let stats = Stats {
+        count: set.count(),
+        first: shape.first.unwrap_or(0) as i64,
+        min: shape.first.unwrap_or(0) as i64,
+        max: shape.last as i64,
+        non_decreasing: true,
+        strictly_increasing: true,
+        max_delta: shape.max_delta,
+        runs: shape.runs,
+    };
+    encode(out, set.ones(), stats, Some(set.len()), Some(set));
+}
+
+/// A codec choice with its parameters, sized before anything is written.
+enum Plan {
+    Raw,
+    FrameOfReference {
+        min: i64,
+        width: u32,
+    },
+    Delta {
+        first: i64,
+        width: u32,
+    },
+    Runs {
+        starts: Vec<i64>,
+        lengths_minus_one: Vec<i64>,
+    },
+    Bitmap {
+        universe: u64,
+    },
+    Roaring,
+}
+
+/// Sizes every candidate from one pass of statistics, writes only the winner, then
+/// replaces it by its zstd compression when that is smaller.
+fn encode<I>(
+    out: &mut ByteWriter,
+    values: I,
+    stats: Stats,
+    universe: Option<u64>,
+    set: Option<&Bitset>,
+) where
+    I: Iterator<Item = i64> + Clone,
+{
+    let count = stats.count;
+    let (mut plan, mut size) = plain_plan(&stats);
     let is_position_set = stats.strictly_increasing && stats.min >= 0;
 
-    if let Some(universe) = universe.filter(|&n| is_position_set && (count == 0 || (stats.max as u64) < n)) {
-        let size = 17 + universe.div_ceil(64) * 8;
-        if size < best.len() as u64 {
-            best = encode_bitmap(values, universe);
+    if let Some(universe) =
+        universe.filter(|&n| is_position_set && (count == 0 || (stats.max as u64) < n))
+    {
+        let bitmap_size = HEADER + 8 + universe.div_ceil(64) * 8;
+        if bitmap_size < size {
+            (plan, size) = (Plan::Bitmap { universe }, bitmap_size);
         }
     }
     if stats.runs > 0 && stats.runs <= count / 4 {
-        let runs = encode_runs(values, stats.runs);
-        if runs.len() < best.len() {
-            best = runs;
+        let (starts, lengths_minus_one) = split_runs(values.clone(), stats.runs);
+        let runs_size = HEADER
+            + 8
+            + plain_plan(&Stats::of(starts.iter().copied())).1
+            + plain_plan(&Stats::of(lengths_minus_one.iter().copied())).1;
+        if runs_size < size {
+            (plan, size) = (
+                Plan::Runs {
+                    starts,
+                    lengths_minus_one,
+                },
+                runs_size,
+            );
         }
     }
-    if is_position_set && count > 0 && roaring_size_estimate(values) < best.len() as u64 {
-        let roaring = encode_roaring(values);
-        if roaring.len() < best.len() {
-            best = roaring;
+    let start = out.bytes.len();
+    let roaring_estimate = || match set {
+        Some(set) => roaring_size_estimate(set.chunk_counts()),
+        None => roaring_size_estimate(chunk_counts(values.clone())),
+    };
+    if is_position_set && count > 0 && roaring_estimate() < size {
+        write_roaring(out, values.clone(), count);
+        if ((out.bytes.len() - start) as u64) < size {
+            (plan, size) = (Plan::Roaring, (out.bytes.len() - start) as u64);
+        } else {
+            out.bytes.truncate(start);
         }
     }
-    best
+    if !matches!(plan, Plan::Roaring) {
+        out.bytes.reserve(size as usize);
+        write_plan(out, values, count, plan, set);
+    }
+    debug_assert_eq!((out.bytes.len() - start) as u64, size);
+    compress_if_smaller(out, start, count);
 }
 
-/// The smallest of Raw, FrameOfReference and Delta.
-fn encode_plain(values: &[i64], stats: &Stats) -> Vec<u8> {
-    let count = values.len() as u64;
-    let raw_size = 8 * count;
+/// Bytes of `[codec][count]`.
+const HEADER: u64 = 9;
+
+/// The smallest of Raw, FrameOfReference and Delta, with its encoded size.
+fn plain_plan(stats: &Stats) -> (Plan, u64) {
+    let count = stats.count;
+    let raw_size = HEADER + 8 * count;
     let for_width = bit_width(stats.span());
-    let for_size = 9 + packed_len(count, for_width);
+    let for_size = HEADER + 9 + packed_len(count, for_width);
     let delta_width = bit_width(stats.max_delta);
     let delta_size = if stats.non_decreasing && count > 0 {
-        9 + packed_len(count - 1, delta_width)
+        HEADER + 9 + packed_len(count - 1, delta_width)
     } else {
         u64::MAX
     };
-
-    let mut out = ByteWriter::default();
     if raw_size <= for_size && raw_size <= delta_size {
-        out.u8(Codec::Raw as u8);
-        out.u64(count);
-        out.bytes.reserve(values.len() * 8);
-        for &value in values {
-            out.i64(value);
-        }
+        (Plan::Raw, raw_size)
     } else if for_size <= delta_size {
-        out.u8(Codec::FrameOfReference as u8);
-        out.u64(count);
-        out.i64(stats.min);
-        out.u8(for_width as u8);
-        let min = stats.min;
-        pack(&mut out.bytes, values.iter().map(|&v| v.wrapping_sub(min) as u64), for_width);
+        (
+            Plan::FrameOfReference {
+                min: stats.min,
+                width: for_width,
+            },
+            for_size,
+        )
     } else {
-        out.u8(Codec::Delta as u8);
-        out.u64(count);
-        out.i64(values[0]);
-        out.u8(delta_width as u8);
-        let deltas = values.windows(2).map(|pair| pair[1].wrapping_sub(pair[0]) as u64);
-        pack(&mut out.bytes, deltas, delta_width);
+        (
+            Plan::Delta {
+                first: stats.first,
+                width: delta_width,
+            },
+            delta_size,
+        )
     }
-    out.bytes
 }
 
-fn encode_runs(values: &[i64], run_count: u64) -> Vec<u8> {
+fn write_plan(
+    out: &mut ByteWriter,
+    values: impl Iterator<Item = i64> + Clone,
+    count: u64,
+    plan: Plan,
+    set: Option<&Bitset>,
+) {
+    match plan {
+        Plan::Raw => {
+            out.u8(Codec::Raw as u8);
+            out.u64(count);
+            for value in values {
+                out.i64(value);
+            }
+        }
+        Plan::FrameOfReference { min, width } => {
+            out.u8(Codec::FrameOfReference as u8);
+            out.u64(count);
+            out.i64(min);
+            out.u8(width as u8);
+            pack(
+                &mut out.bytes,
+                values.map(|v| v.wrapping_sub(min) as u64),
+                count,
+                width,
+            );
+        }
+        Plan::Delta { first, width } => {
+            out.u8(Codec::Delta as u8);
+            out.u64(count);
+            out.i64(first);
+            out.u8(width as u8);
+            let deltas = values.scan(first, |previous, value| {
+                let delta = value.wrapping_sub(*previous) as u64;
+                *previous = value;
+                Some(delta)
+            });
+            pack(&mut out.bytes, deltas.skip(1), count - 1, width);
+        }
+        Plan::Runs {
+            starts,
+            lengths_minus_one,
+        } => {
+            out.u8(Codec::Runs as u8);
+            out.u64(count);
+            out.u64(starts.len() as u64);
+            for part in [starts, lengths_minus_one] {
+                let plan = plain_plan(&Stats::of(part.iter().copied())).0;
+                write_plan(out, part.iter().copied(), part.len() as u64, plan, None);
+            }
+        }
+        Plan::Bitmap { universe } => {
+            out.u8(Codec::Bitmap as u8);
+            out.u64(count);
+            out.u64(universe);
+            let built;
+            let set = match set {
+                Some(set) => set,
+                None => {
+                    built = Bitset::from_sorted_positions(values, universe);
+                    &built
+                }
+            };
+            set.words().iter().for_each(|&word| out.u64(word));
+        }
+        Plan::Roaring => unreachable!("roaring sets are written while sizing them"),
+    }
+}
+
+/// Starts and lengths (minus one) of the maximal `x, x+1, ...` runs of `values`.
+fn split_runs(values: impl Iterator<Item = i64>, run_count: u64) -> (Vec<i64>, Vec<i64>) {
     let mut starts = Vec::with_capacity(run_count as usize);
-    let mut lengths_minus_one = Vec::with_capacity(run_count as usize);
-    let mut start = 0;
-    for i in 1..=values.len() {
-        if i == values.len() || values[i] != values[i - 1].wrapping_add(1) {
-            starts.push(values[start]);
-            lengths_minus_one.push((i - start - 1) as i64);
-            start = i;
+    let mut lengths_minus_one: Vec<i64> = Vec::with_capacity(run_count as usize);
+    let mut previous = None;
+    for value in values {
+        match (previous, lengths_minus_one.last_mut()) {
+            (Some(p), Some(length)) if value == i64::wrapping_add(p, 1) => *length += 1,
+            _ => {
+                starts.push(value);
+                lengths_minus_one.push(0);
+            }
         }
+        previous = Some(value);
     }
-    let mut out = ByteWriter::default();
-    out.u8(Codec::Runs as u8);
-    out.u64(values.len() as u64);
-    out.u64(starts.len() as u64);
-    out.raw(&encode_plain(&starts, &Stats::of(&starts)));
-    out.raw(&encode_plain(&lengths_minus_one, &Stats::of(&lengths_minus_one)));
-    out.bytes
+    (starts, lengths_minus_one)
 }
 
-fn encode_bitmap(positions: &[i64], universe: u64) -> Vec<u8> {
-    let mut words = vec![0u64; universe.div_ceil(64) as usize];
-    for &position in positions {
-        words[position as usize / 64] |= 1 << (position % 64);
-    }
-    let mut out = ByteWriter::default();
-    out.u8(Codec::Bitmap as u8);
-    out.u64(positions.len() as u64);
-    out.u64(universe);
-    out.bytes.reserve(words.len() * 8);
-    for word in words {
-        out.u64(word);
-    }
-    out.bytes
+/// Serialized size of a roaring set with these non-empty 2^16-position chunks, assuming
+/// array or bitmap containers (run containers only make it smaller).
+fn roaring_size_estimate(chunk_counts: impl Iterator<Item = u64>) -> u64 {
+    16 + chunk_counts
+        .map(|ones| 8 + (2 * ones).min(8192))
+        .sum::<u64>()
 }
 
-/// Serialized size of a roaring set, assuming array or bitmap containers (runs only help).
-fn roaring_size_estimate(positions: &[i64]) -> u64 {
-    let mut size = 16;
-    let mut chunk_start = 0;
-    for i in 1..=positions.len() {
-        if i == positions.len() || positions[i] >> 16 != positions[chunk_start] >> 16 {
-            size += 8 + (2 * (i - chunk_start) as u64).min(8192);
-            chunk_start = i;
+/// Number of sorted positions in each non-empty 2^16-position chunk.
+fn chunk_counts(positions: impl Iterator<Item = i64>) -> impl Iterator<Item = u64> {
+    let mut positions = positions.peekable();
+    std::iter::from_fn(move || {
+        let chunk = positions.next()? >> 16;
+        let mut ones = 1;
+        while positions.next_if(|&p| p >> 16 == chunk).is_some() {
+            ones += 1;
         }
-    }
-    size
+        Some(ones)
+    })
 }
 
-fn encode_roaring(positions: &[i64]) -> Vec<u8> {
-    let set = RoaringTreemap::from_sorted_iter(positions.iter().map(|&p| p as u64))
+fn write_roaring(out: &mut ByteWriter, positions: impl Iterator<Item = i64>, count: u64) {
+    let set = RoaringTreemap::from_sorted_iter(positions.map(|p| p as u64))
         .expect("positions are sorted and unique");
-    let mut serialized = Vec::with_capacity(set.serialized_size());
-    set.serialize_into(&mut serialized).expect("writing to a Vec cannot fail");
-    let mut out = ByteWriter::default();
     out.u8(Codec::Roaring as u8);
-    out.u64(positions.len() as u64);
-    out.u64(serialized.len() as u64);
-    out.raw(&serialized);
-    out.bytes
+    out.u64(count);
+    out.u64(set.serialized_size() as u64);
+    set.serialize_into(&mut out.bytes)
+        .expect("writing to a Vec cannot fail");
 }
 
-fn compress_if_smaller(encoded: Vec<u8>, count: u64) -> Vec<u8> {
+/// Replaces the encoding in `out.bytes[start..]` by its zstd compression if that is smaller.
+fn compress_if_smaller(out: &mut ByteWriter, start: usize, count: u64) {
+    let encoded = &out.bytes[start..];
     if encoded.len() < ZSTD_MIN_BYTES {
-        return encoded;
+        return;
     }
     let sample = &encoded[..encoded.len().min(ZSTD_SAMPLE_BYTES)];
     let Ok(compressed_sample) = zstd::bulk::compress(sample, ZSTD_LEVEL) else {
-        return encoded;
+        return;
     };
     if compressed_sample.len() * 10 > sample.len() * 9 {
-        return encoded; // the prefix shrank by less than 10%: not worth compressing it all
+        return; // the prefix shrank by less than 10%: not worth compressing it all
     }
-    let Ok(compressed) = zstd::bulk::compress(&encoded, ZSTD_LEVEL) else {
-        return encoded;
+    let Ok(compressed) = zstd::bulk::compress(encoded, ZSTD_LEVEL) else {
+        return;
     };
     if compressed.len() + 25 >= encoded.len() {
-        return encoded;
+        return;
     }
-    let mut out = ByteWriter::default();
+    let encoded_len = encoded.len() as u64;
+    out.bytes.truncate(start);
     out.u8(Codec::Zstd as u8);
     out.u64(count);
-    out.u64(encoded.len() as u64);
+    out.u64(encoded_len);
     out.u64(compressed.len() as u64);
     out.raw(&compressed);
-    out.bytes
 }
 
 /// Reads one array written by [`encode_ints`].
@@ -289,20 +431,27 @@ pub(crate) fn decode_ints(reader: &mut ByteReader) -> Result<Vec<i64>> {
 fn decode_with(reader: &mut ByteReader, allowed: &[Codec]) -> Result<Vec<i64>> {
     let codec = Codec::from_tag(reader.u8()?)?;
     if !allowed.contains(&codec) {
-        return Err(decode_err(format!("array codec {codec:?} is not allowed here")));
+        return Err(decode_err(format!(
+            "array codec {codec:?} is not allowed here"
+        )));
     }
     let count = reader.len()?;
     match codec {
         Codec::Raw => {
             let bytes = reader.bytes(count * 8)?;
-            Ok(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+            Ok(bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect())
         }
         Codec::FrameOfReference => {
             let min = reader.i64()?;
             let width = read_width(reader)?;
             let bytes = reader.bytes(packed_len(count, width))?;
             let mut values = try_vec(count)?;
-            unpack(bytes, count as usize, width, |v| values.push(min.wrapping_add(v as i64)));
+            unpack(bytes, count as usize, width, |v| {
+                values.push(min.wrapping_add(v as i64))
+            });
             Ok(values)
         }
         Codec::Delta => {
@@ -374,7 +523,9 @@ fn decode_runs(reader: &mut ByteReader, count: u64) -> Result<Vec<i64>> {
     let starts = decode_with(reader, PLAIN_CODECS)?;
     let lengths_minus_one = decode_with(reader, PLAIN_CODECS)?;
     if starts.len() as u64 != run_count || lengths_minus_one.len() as u64 != run_count {
-        return Err(decode_err("run starts and lengths disagree with the run count"));
+        return Err(decode_err(
+            "run starts and lengths disagree with the run count",
+        ));
     }
     let mut total: u64 = 0;
     for &length in &lengths_minus_one {
@@ -396,29 +547,60 @@ fn decode_runs(reader: &mut ByteReader, count: u64) -> Result<Vec<i64>> {
 }
 
 fn decode_bitmap(reader: &mut ByteReader, count: u64) -> Result<Vec<i64>> {
+    let set = read_bitmap(reader, count)?;
+    let mut positions = try_vec(count)?;
+    positions.extend(set.ones());
+    Ok(positions)
+}
+
+/// The body of a `Bitmap` encoding of `count` positions, validated.
+fn read_bitmap(reader: &mut ByteReader, count: u64) -> Result<Bitset> {
     let universe = reader.u64()?;
     if universe > i64::MAX as u64 {
         return Err(decode_err("bitmap universe beyond int64"));
     }
     let bytes = reader.bytes(universe.div_ceil(64) * 8)?;
-    let words: Vec<u64> =
-        bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
-    let ones: u64 = words.iter().map(|w| w.count_ones() as u64).sum();
-    if ones != count {
-        return Err(decode_err("bitmap population does not match its count"));
-    }
+    let words: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     if universe % 64 != 0 && words.last().is_some_and(|&w| w >> (universe % 64) != 0) {
         return Err(decode_err("bitmap has bits beyond its universe"));
     }
-    let mut positions = try_vec(count)?;
-    for (index, &word) in words.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            positions.push((index * 64 + bits.trailing_zeros() as usize) as i64);
-            bits &= bits - 1;
-        }
+    let set = Bitset::from_words(universe, words);
+    if set.count() != count {
+        return Err(decode_err("bitmap population does not match its count"));
     }
-    Ok(positions)
+    Ok(set)
+}
+
+/// Reads a set of positions in `[0, universe)` written by [`encode_bitset`] (or by
+/// [`encode_ints`]); a bitmap encoding becomes the set without listing its positions.
+pub(crate) fn decode_bitset(reader: &mut ByteReader, universe: u64) -> Result<Bitset> {
+    if reader.peek_u8()? == Codec::Bitmap as u8 {
+        reader.u8()?;
+        let count = reader.len()?;
+        let set = read_bitmap(reader, count)?;
+        if set.len() != universe {
+            return Err(decode_err(
+                "bitmap universe differs from the map's input size",
+            ));
+        }
+        return Ok(set);
+    }
+    reader.check_len(universe)?; // the set will take universe / 8 bytes
+    let positions = decode_ints(reader)?;
+    if positions.iter().any(|&p| p < 0 || p as u64 >= universe)
+        || positions.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(decode_err(format!(
+            "kept rows are not sorted unique positions in [0, {universe})"
+        )));
+    }
+    Ok(Bitset::from_sorted_positions(
+        positions.into_iter(),
+        universe,
+    ))
 }
 
 #[cfg(test)]
@@ -441,9 +623,14 @@ mod tests {
         round_trip(&[i64::MIN, i64::MAX, -1, 0], None);
         round_trip(&[-1; 1000], None);
         round_trip(&(0..5000).collect::<Vec<_>>(), None);
-        round_trip(&(0..5000).filter(|i| i % 3 != 0).collect::<Vec<_>>(), Some(5000));
+        round_trip(
+            &(0..5000).filter(|i| i % 3 != 0).collect::<Vec<_>>(),
+            Some(5000),
+        );
         round_trip(&(0..5000).map(|i| i * 1000).collect::<Vec<_>>(), None);
-        let clustered: Vec<i64> = (0..20).flat_map(|c| (0..300).map(move |i| c << 30 | i)).collect();
+        let clustered: Vec<i64> = (0..20)
+            .flat_map(|c| (0..300).map(move |i| c << 30 | i))
+            .collect();
         round_trip(&clustered, None);
     }
 

@@ -6,6 +6,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::bits::ByteWriter;
 use crate::error::{decode_err, Result};
 
 const MAGIC: &[u8; 6] = b"HIPPO\0";
@@ -55,23 +56,33 @@ pub fn checksum(data: &[u8]) -> u64 {
     xxh3_64(data)
 }
 
-/// Wraps `payload` in a header and a checksum.
-pub(crate) fn seal(kind: ContainerKind, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + CHECKSUM_LEN);
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(kind as u8);
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(payload);
-    let sum = checksum(&out);
-    out.extend_from_slice(&sum.to_le_bytes());
+/// Starts a container of `kind`: the header, with the payload length left to [`finish`].
+/// The payload is then written straight after it, so sealing never copies it.
+pub(crate) fn begin(kind: ContainerKind) -> ByteWriter {
+    let mut out = ByteWriter::default();
+    out.raw(MAGIC);
+    out.u8(FORMAT_VERSION);
+    out.u8(kind as u8);
+    out.u64(0);
     out
+}
+
+/// Fills in the payload length and appends the checksum.
+pub(crate) fn finish(mut out: ByteWriter) -> Vec<u8> {
+    let payload_len = (out.bytes.len() - HEADER_LEN) as u64;
+    out.bytes[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&payload_len.to_le_bytes());
+    let sum = checksum(&out.bytes);
+    out.u64(sum);
+    out.bytes
 }
 
 /// Verifies magic, version, length and checksum; returns the kind and the payload.
 pub(crate) fn open(data: &[u8]) -> Result<(ContainerKind, &[u8])> {
     if data.len() < HEADER_LEN + CHECKSUM_LEN {
-        return Err(decode_err(format!("{} bytes is too short for a hippo_dask container", data.len())));
+        return Err(decode_err(format!(
+            "{} bytes is too short for a hippo_dask container",
+            data.len()
+        )));
     }
     if &data[..MAGIC.len()] != MAGIC {
         return Err(decode_err("not a hippo_dask container (bad magic bytes)"));
@@ -102,7 +113,9 @@ pub(crate) fn open(data: &[u8]) -> Result<(ContainerKind, &[u8])> {
 pub(crate) fn open_as(data: &[u8], expected: ContainerKind) -> Result<&[u8]> {
     let (kind, payload) = open(data)?;
     if kind != expected {
-        return Err(decode_err(format!("expected a {expected:?} container, found {kind:?}")));
+        return Err(decode_err(format!(
+            "expected a {expected:?} container, found {kind:?}"
+        )));
     }
     Ok(payload)
 }
@@ -113,8 +126,13 @@ mod tests {
 
     #[test]
     fn seal_then_open() {
-        let sealed = seal(ContainerKind::Ids, b"payload");
-        assert_eq!(open(&sealed).unwrap(), (ContainerKind::Ids, &b"payload"[..]));
+        let mut writer = begin(ContainerKind::Ids);
+        writer.raw(b"payload");
+        let sealed = finish(writer);
+        assert_eq!(
+            open(&sealed).unwrap(),
+            (ContainerKind::Ids, &b"payload"[..])
+        );
         for cut in 0..sealed.len() {
             assert!(open(&sealed[..cut]).is_err());
         }

@@ -1,16 +1,16 @@
 //! Containers of int64 arrays: one array (`encode_ids`) or several named ones
 //! (`encode_fragment`), each stored with its smallest codec.
 
-use crate::bits::{ByteReader, ByteWriter, DEFAULT_MAX_LEN};
+use crate::bits::{ByteReader, DEFAULT_MAX_LEN};
 use crate::codec::{decode_ints, encode_ints};
-use crate::container::{open_as, seal, ContainerKind};
+use crate::container::{begin, finish, open_as, ContainerKind};
 use crate::error::{decode_err, Result};
 
 /// Encodes any int64 array (any order, negatives allowed) into a checksummed container.
 pub fn encode_ids(ids: &[i64]) -> Vec<u8> {
-    let mut payload = ByteWriter::default();
-    encode_ints(&mut payload, ids, None);
-    seal(ContainerKind::Ids, &payload.bytes)
+    let mut out = begin(ContainerKind::Ids);
+    encode_ints(&mut out, ids, None);
+    finish(out)
 }
 
 /// Exact inverse of [`encode_ids`]; fails on damaged, truncated or foreign bytes.
@@ -29,14 +29,14 @@ pub(crate) fn decode_ids_payload(payload: &[u8], max_len: u64) -> Result<Vec<i64
 /// Encodes several named int64 arrays into one checksummed container, in the given order.
 pub fn encode_fragment<'a>(arrays: impl IntoIterator<Item = (&'a str, &'a [i64])>) -> Vec<u8> {
     let arrays: Vec<_> = arrays.into_iter().collect();
-    let mut payload = ByteWriter::default();
-    payload.u64(arrays.len() as u64);
+    let mut out = begin(ContainerKind::Fragment);
+    out.u64(arrays.len() as u64);
     for (name, values) in arrays {
-        payload.u64(name.len() as u64);
-        payload.raw(name.as_bytes());
-        encode_ints(&mut payload, values, None);
+        out.u64(name.len() as u64);
+        out.raw(name.as_bytes());
+        encode_ints(&mut out, values, None);
     }
-    seal(ContainerKind::Fragment, &payload.bytes)
+    finish(out)
 }
 
 /// Inverse of [`encode_fragment`], keeping the order; fails on bad bytes or repeated names.
@@ -45,7 +45,10 @@ pub fn decode_fragment(data: &[u8]) -> Result<Vec<(String, Vec<i64>)>> {
     decode_fragment_payload(payload, DEFAULT_MAX_LEN)
 }
 
-pub(crate) fn decode_fragment_payload(payload: &[u8], max_len: u64) -> Result<Vec<(String, Vec<i64>)>> {
+pub(crate) fn decode_fragment_payload(
+    payload: &[u8],
+    max_len: u64,
+) -> Result<Vec<(String, Vec<i64>)>> {
     let mut reader = ByteReader::new(payload, max_len);
     let count = reader.len()?;
     let mut arrays: Vec<(String, Vec<i64>)> = Vec::new();
@@ -64,4 +67,3 @@ pub(crate) fn decode_fragment_payload(payload: &[u8], max_len: u64) -> Result<Ve
     reader.finish()?;
     Ok(arrays)
 }
-

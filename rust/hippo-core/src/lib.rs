@@ -10,6 +10,7 @@
 //! * [`group_csr`], [`isin_sorted`]: O(n) helpers the Python layer needs.
 
 mod bits;
+mod bitset;
 mod codec;
 mod container;
 mod error;

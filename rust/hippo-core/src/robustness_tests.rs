@@ -60,7 +60,12 @@ fn original() -> impl Strategy<Value = Original> {
         ids().prop_map(Original::Ids),
         prop::collection::vec(("[a-z]{0,6}", ids()), 0..4).prop_map(|arrays| {
             let mut seen = std::collections::HashSet::new();
-            Original::Fragment(arrays.into_iter().filter(|(name, _)| seen.insert(name.clone())).collect())
+            Original::Fragment(
+                arrays
+                    .into_iter()
+                    .filter(|(name, _)| seen.insert(name.clone()))
+                    .collect(),
+            )
         }),
     ]
 }
@@ -70,9 +75,11 @@ impl Original {
         match self {
             Original::Map(spec) => spec.build().to_bytes(),
             Original::Ids(ids) => encode_ids(ids),
-            Original::Fragment(arrays) => {
-                encode_fragment(arrays.iter().map(|(name, values)| (name.as_str(), values.as_slice())))
-            }
+            Original::Fragment(arrays) => encode_fragment(
+                arrays
+                    .iter()
+                    .map(|(name, values)| (name.as_str(), values.as_slice())),
+            ),
         }
     }
 
@@ -107,7 +114,11 @@ fn damage() -> impl Strategy<Value = Damage> {
         prop::collection::vec((any::<Index>(), any::<u8>()), 0..3),
         prop::option::weighted(0.3, any::<Index>()),
     )
-        .prop_map(|(flips, overwrites, keep)| Damage { flips, overwrites, keep })
+        .prop_map(|(flips, overwrites, keep)| Damage {
+            flips,
+            overwrites,
+            keep,
+        })
 }
 
 impl Damage {
@@ -139,11 +150,22 @@ fn check_valid_map(map: &RowMap) -> Result<(), TestCaseError> {
     }
     let pairs = map.pairs_by_output();
     prop_assert_eq!(pairs.offsets.len() as u64, n_out + 1);
-    prop_assert!(pairs.rows.iter().all(|&row| row >= 0 && (row as u64) < n_in));
+    prop_assert!(pairs
+        .rows
+        .iter()
+        .all(|&row| row >= 0 && (row as u64) < n_in));
     let inputs: Vec<i64> = (0..n_in as i64).collect();
     let outputs: Vec<i64> = (0..n_out as i64).collect();
-    prop_assert!(map.forward(&inputs).unwrap().iter().all(|&row| (row as u64) < n_out));
-    prop_assert!(map.backward(&outputs).unwrap().iter().all(|&row| (row as u64) < n_in));
+    prop_assert!(map
+        .forward(&inputs)
+        .unwrap()
+        .iter()
+        .all(|&row| (row as u64) < n_out));
+    prop_assert!(map
+        .backward(&outputs)
+        .unwrap()
+        .iter()
+        .all(|&row| (row as u64) < n_in));
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
+use crate::bitset::Bitset;
 use crate::error::{invalid, CoreError, Result};
 use crate::search::{gallop, group_csr, is_strictly_increasing, sorted_unique, Csr};
 
@@ -62,19 +63,47 @@ pub struct RowMap {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Repr {
-    Identity { n: u64 },
-    Offset { offset: u64, n_in: u64, n_out: u64 },
-    /// `kept` is strictly increasing, within `[0, n_in)`.
-    Select { n_in: u64, kept: Vec<i64> },
+    Identity {
+        n: u64,
+    },
+    Offset {
+        offset: u64,
+        n_in: u64,
+        n_out: u64,
+    },
+    /// The kept input rows; output row j is the j-th of them.
+    Select {
+        kept: Bitset,
+    },
     /// `order` is a permutation of `0..n`.
-    Permutation { order: Vec<i64>, inverse: OnceLock<Vec<i64>> },
+    Permutation {
+        order: Vec<i64>,
+        inverse: OnceLock<Vec<i64>>,
+    },
     /// Prefix sums of the counts: input i -> outputs `offsets[i]..offsets[i + 1]`.
-    Expand { offsets: Vec<i64> },
-    Group { codes: Vec<i64>, n_groups: u64, by_group: OnceLock<Csr> },
+    Expand {
+        offsets: Vec<i64>,
+    },
+    Group {
+        codes: Vec<i64>,
+        n_groups: u64,
+        by_group: OnceLock<Csr>,
+    },
     /// Pairs grouped by output row, input rows strictly increasing within each output row.
-    Pair { n_in: u64, by_out: Csr, by_in: OnceLock<Csr> },
-    Window { n_in: u64, size: u64, step: u64 },
-    All { n_in: u64, n_out: u64 },
+    Pair {
+        n_in: u64,
+        by_out: Csr,
+        by_in: OnceLock<Csr>,
+    },
+    Window {
+        n_in: u64,
+        size: u64,
+        step: u64,
+    },
+    All {
+        n_in: u64,
+        n_out: u64,
+    },
 }
 
 fn check_size(what: &str, n: u64) -> Result<()> {
@@ -110,21 +139,20 @@ impl RowMap {
                 "offset {offset} + n_in {n_in} exceeds n_out {n_out}"
             )));
         }
-        Ok(RowMap::from_repr(Repr::Offset { offset, n_in, n_out }))
+        Ok(RowMap::from_repr(Repr::Offset {
+            offset,
+            n_in,
+            n_out,
+        }))
     }
 
     /// Keeps the input rows where `mask` is true, in order (filter).
     pub fn select_mask(mask: &[bool]) -> RowMap {
-        let count = mask.iter().filter(|&&keep| keep).count();
-        // Branch-free compaction: always write, advance only on a kept row.
-        let mut kept = vec![0i64; count + 1];
-        let mut next = 0;
-        for (row, &keep) in mask.iter().enumerate() {
-            kept[next] = row as i64;
-            next += keep as usize;
-        }
-        kept.truncate(count);
-        RowMap::from_repr(Repr::Select { n_in: mask.len() as u64, kept })
+        RowMap::from_bitset(Bitset::from_mask(mask))
+    }
+
+    pub(crate) fn from_bitset(kept: Bitset) -> RowMap {
+        RowMap::from_repr(Repr::Select { kept })
     }
 
     /// Keeps the input rows `kept` (strictly increasing, within `[0, n_in)`), in order.
@@ -132,9 +160,14 @@ impl RowMap {
         check_size("n_in", n_in)?;
         check_rows("kept", &kept, n_in)?;
         if !is_strictly_increasing(&kept) {
-            return Err(invalid("kept rows must be sorted ascending without repeats"));
+            return Err(invalid(
+                "kept rows must be sorted ascending without repeats",
+            ));
         }
-        Ok(RowMap::from_repr(Repr::Select { n_in, kept }))
+        Ok(RowMap::from_bitset(Bitset::from_sorted_positions(
+            kept.into_iter(),
+            n_in,
+        )))
     }
 
     /// Output row i <- input row `order[i]` (sort); `order` must be a permutation.
@@ -147,11 +180,16 @@ impl RowMap {
             }
             let (word, bit) = (row as usize / 64, row % 64);
             if seen[word] >> bit & 1 == 1 {
-                return Err(invalid(format!("order is not a permutation: {row} appears twice")));
+                return Err(invalid(format!(
+                    "order is not a permutation: {row} appears twice"
+                )));
             }
             seen[word] |= 1 << bit;
         }
-        Ok(RowMap::from_repr(Repr::Permutation { order, inverse: OnceLock::new() }))
+        Ok(RowMap::from_repr(Repr::Permutation {
+            order,
+            inverse: OnceLock::new(),
+        }))
     }
 
     /// Input row i -> `counts[i]` consecutive output rows (explode).
@@ -163,7 +201,9 @@ impl RowMap {
             if count < 0 {
                 return Err(invalid(format!("counts[{i}] = {count} is negative")));
             }
-            total = total.checked_add(count).ok_or_else(|| invalid("counts overflow int64"))?;
+            total = total
+                .checked_add(count)
+                .ok_or_else(|| invalid("counts overflow int64"))?;
             offsets.push(total);
         }
         Ok(RowMap::from_repr(Repr::Expand { offsets }))
@@ -178,7 +218,11 @@ impl RowMap {
                 codes[i]
             )));
         }
-        Ok(RowMap::from_repr(Repr::Group { codes, n_groups, by_group: OnceLock::new() }))
+        Ok(RowMap::from_repr(Repr::Group {
+            codes,
+            n_groups,
+            by_group: OnceLock::new(),
+        }))
     }
 
     /// Explicit (output row, input row) pairs, in any order, repeats allowed (join).
@@ -195,14 +239,25 @@ impl RowMap {
         check_rows("output", out_rows, n_out)?;
         check_rows("input", in_rows, n_in)?;
         let by_out = group_csr(out_rows, n_out)?;
-        let rows = by_out.rows.iter().map(|&pair| in_rows[pair as usize]).collect();
-        let by_out = normalize_groups(Csr { offsets: by_out.offsets, rows });
+        let rows = by_out
+            .rows
+            .iter()
+            .map(|&pair| in_rows[pair as usize])
+            .collect();
+        let by_out = normalize_groups(Csr {
+            offsets: by_out.offsets,
+            rows,
+        });
         Ok(RowMap::from_pair_csr(by_out, n_in))
     }
 
     /// A pair map from a CSR by output whose groups are already strictly increasing.
     pub(crate) fn from_pair_csr(by_out: Csr, n_in: u64) -> RowMap {
-        RowMap::from_repr(Repr::Pair { n_in, by_out, by_in: OnceLock::new() })
+        RowMap::from_repr(Repr::Pair {
+            n_in,
+            by_out,
+            by_in: OnceLock::new(),
+        })
     }
 
     /// Output j <- inputs `[j*step, j*step + size)` clipped to `n_in`;
@@ -210,7 +265,9 @@ impl RowMap {
     pub fn window(n_in: u64, size: u64, step: u64) -> Result<RowMap> {
         check_size("n_in", n_in)?;
         if size == 0 || step == 0 {
-            return Err(invalid(format!("window size ({size}) and step ({step}) must be >= 1")));
+            return Err(invalid(format!(
+                "window size ({size}) and step ({step}) must be >= 1"
+            )));
         }
         Ok(RowMap::from_repr(Repr::Window { n_in, size, step }))
     }
@@ -241,8 +298,8 @@ impl RowMap {
     pub fn n_in(&self) -> u64 {
         match &self.repr {
             Repr::Identity { n } => *n,
+            Repr::Select { kept } => kept.len(),
             Repr::Offset { n_in, .. }
-            | Repr::Select { n_in, .. }
             | Repr::Pair { n_in, .. }
             | Repr::Window { n_in, .. }
             | Repr::All { n_in, .. } => *n_in,
@@ -257,7 +314,7 @@ impl RowMap {
         match &self.repr {
             Repr::Identity { n } => *n,
             Repr::Offset { n_out, .. } | Repr::All { n_out, .. } => *n_out,
-            Repr::Select { kept, .. } => kept.len() as u64,
+            Repr::Select { kept } => kept.count(),
             Repr::Permutation { order, .. } => order.len() as u64,
             Repr::Expand { offsets } => *offsets.last().expect("offsets start with 0") as u64,
             Repr::Group { n_groups, .. } => *n_groups,
@@ -288,7 +345,7 @@ impl RowMap {
                 let to = rows.partition_point(|&r| r < end);
                 rows[from..to].iter().map(|&r| r - start).collect()
             }
-            Repr::Select { kept, .. } => rows.iter().map(|&r| kept[r as usize]).collect(),
+            Repr::Select { kept } => kept.select_sorted(rows),
             Repr::Permutation { order, .. } => {
                 let inputs = rows.iter().map(|&r| order[r as usize]).collect();
                 sorted_unique(inputs, order.len() as u64)
@@ -308,11 +365,19 @@ impl RowMap {
             }
             Repr::Group { codes, .. } => {
                 let by_group = self.by_group();
-                let inputs = rows.iter().flat_map(|&g| by_group.group(g as usize)).copied().collect();
+                let inputs = rows
+                    .iter()
+                    .flat_map(|&g| by_group.group(g as usize))
+                    .copied()
+                    .collect();
                 sorted_unique(inputs, codes.len() as u64)
             }
             Repr::Pair { n_in, by_out, .. } => {
-                let inputs = rows.iter().flat_map(|&o| by_out.group(o as usize)).copied().collect();
+                let inputs = rows
+                    .iter()
+                    .flat_map(|&o| by_out.group(o as usize))
+                    .copied()
+                    .collect();
                 sorted_unique(inputs, *n_in)
             }
             Repr::Window { n_in, size, step } => {
@@ -330,17 +395,11 @@ impl RowMap {
         match &self.repr {
             Repr::Identity { .. } => rows.to_vec(),
             Repr::Offset { offset, .. } => rows.iter().map(|&r| r + *offset as i64).collect(),
-            Repr::Select { kept, .. } => {
-                let mut outputs = Vec::new();
-                let mut position = 0;
-                for &row in rows {
-                    position = gallop(kept, position, row);
-                    if kept.get(position) == Some(&row) {
-                        outputs.push(position as i64);
-                    }
-                }
-                outputs
-            }
+            Repr::Select { kept } => rows
+                .iter()
+                .filter(|&&row| kept.contains(row as u64))
+                .map(|&row| kept.rank(row as u64) as i64)
+                .collect(),
             Repr::Permutation { order, inverse } => {
                 let inverse = inverse.get_or_init(|| {
                     let mut inverse = vec![0i64; order.len()];
@@ -356,19 +415,27 @@ impl RowMap {
                 .iter()
                 .flat_map(|&r| offsets[r as usize]..offsets[r as usize + 1])
                 .collect(),
-            Repr::Group { codes, n_groups, .. } => {
-                sorted_unique(rows.iter().map(|&r| codes[r as usize]).collect(), *n_groups)
-            }
+            Repr::Group {
+                codes, n_groups, ..
+            } => sorted_unique(rows.iter().map(|&r| codes[r as usize]).collect(), *n_groups),
             Repr::Pair { by_out, .. } => {
                 let by_in = self.pair_by_in();
-                let outputs = rows.iter().flat_map(|&i| by_in.group(i as usize)).copied().collect();
+                let outputs = rows
+                    .iter()
+                    .flat_map(|&i| by_in.group(i as usize))
+                    .copied()
+                    .collect();
                 sorted_unique(outputs, by_out.offsets.len() as u64 - 1)
             }
             Repr::Window { size, step, .. } => {
                 // Input i is in windows j with j*step <= i < j*step + size.
                 let windows = rows.iter().map(|&i| {
                     let i = i as u64;
-                    let first = if i + 1 > *size { (i + 1 - size).div_ceil(*step) } else { 0 };
+                    let first = if i + 1 > *size {
+                        (i + 1 - size).div_ceil(*step)
+                    } else {
+                        0
+                    };
                     (first, i / step + 1)
                 });
                 union_of_intervals(windows)
@@ -379,15 +446,24 @@ impl RowMap {
 
     fn by_group(&self) -> &Csr {
         match &self.repr {
-            Repr::Group { codes, n_groups, by_group } => by_group
-                .get_or_init(|| group_csr(codes, *n_groups).expect("codes were validated")),
+            Repr::Group {
+                codes,
+                n_groups,
+                by_group,
+            } => {
+                by_group.get_or_init(|| group_csr(codes, *n_groups).expect("codes were validated"))
+            }
             _ => unreachable!("by_group is only called on group maps"),
         }
     }
 
     fn pair_by_in(&self) -> &Csr {
         match &self.repr {
-            Repr::Pair { n_in, by_out, by_in } => by_in.get_or_init(|| transpose(by_out, *n_in)),
+            Repr::Pair {
+                n_in,
+                by_out,
+                by_in,
+            } => by_in.get_or_init(|| transpose(by_out, *n_in)),
             _ => unreachable!("pair_by_in is only called on pair maps"),
         }
     }
@@ -395,7 +471,11 @@ impl RowMap {
     /// Whether every output row comes from at least one input row.
     fn every_output_has_input(&self) -> bool {
         match &self.repr {
-            Repr::Offset { offset, n_in, n_out } => *offset == 0 && n_in == n_out,
+            Repr::Offset {
+                offset,
+                n_in,
+                n_out,
+            } => *offset == 0 && n_in == n_out,
             Repr::Group { .. } => self.by_group().offsets.windows(2).all(|w| w[0] < w[1]),
             Repr::Pair { by_out, .. } => by_out.offsets.windows(2).all(|w| w[0] < w[1]),
             Repr::All { n_in, n_out } => *n_in > 0 || *n_out == 0,
@@ -410,7 +490,7 @@ impl RowMap {
     /// Whether every input row flows into at least one output row.
     fn every_input_has_output(&self) -> bool {
         match &self.repr {
-            Repr::Select { n_in, kept } => kept.len() as u64 == *n_in,
+            Repr::Select { kept } => kept.count() == kept.len(),
             Repr::Expand { offsets } => offsets.windows(2).all(|w| w[0] < w[1]),
             Repr::Pair { .. } => self.pair_by_in().offsets.windows(2).all(|w| w[0] < w[1]),
             Repr::Window { n_in, size, step } => step <= size || n_in <= size,
@@ -445,16 +525,20 @@ impl RowMap {
             (_, Repr::All { .. }) if n_out == 0 || self.every_input_has_output() => {
                 RowMap::all(n_in, n_out)?
             }
-            (Repr::Select { kept: first, .. }, Repr::Select { kept: second, .. }) => {
-                let kept = second.iter().map(|&j| first[j as usize]).collect();
-                RowMap::from_repr(Repr::Select { n_in, kept })
+            (Repr::Select { kept: first }, Repr::Select { kept: second }) => {
+                let first: Vec<i64> = first.ones().collect();
+                let kept = second.ones().map(|j| first[j as usize]);
+                RowMap::from_bitset(Bitset::from_sorted_positions(kept, n_in))
             }
             (Repr::Offset { offset: first, .. }, Repr::Offset { offset: second, .. }) => {
                 RowMap::offset(first + second, n_in, n_out)?
             }
             (Repr::Permutation { order: first, .. }, Repr::Permutation { order: second, .. }) => {
                 let order = second.iter().map(|&b| first[b as usize]).collect();
-                RowMap::from_repr(Repr::Permutation { order, inverse: OnceLock::new() })
+                RowMap::from_repr(Repr::Permutation {
+                    order,
+                    inverse: OnceLock::new(),
+                })
             }
             _ => self.materialized_then(other),
         })
@@ -467,7 +551,12 @@ impl RowMap {
         let mut rows = Vec::new();
         offsets.push(0);
         for c in 0..second.offsets.len() - 1 {
-            rows.extend(second.group(c).iter().flat_map(|&b| first.group(b as usize)));
+            rows.extend(
+                second
+                    .group(c)
+                    .iter()
+                    .flat_map(|&b| first.group(b as usize)),
+            );
             offsets.push(rows.len() as i64);
         }
         let by_out = normalize_groups(Csr { offsets, rows });
@@ -477,20 +566,28 @@ impl RowMap {
     /// Every (output, input) pair, as a CSR by output with strictly increasing groups.
     pub fn pairs_by_output(&self) -> Csr {
         let n_out = self.n_out() as usize;
-        let one_each = |rows: Vec<i64>| Csr { offsets: (0..=rows.len() as i64).collect(), rows };
+        let one_each = |rows: Vec<i64>| Csr {
+            offsets: (0..=rows.len() as i64).collect(),
+            rows,
+        };
         match &self.repr {
             Repr::Identity { n } => one_each((0..*n as i64).collect()),
             Repr::Offset { offset, n_in, .. } => {
                 let offsets = (0..=n_out as u64)
                     .map(|o| (o.saturating_sub(*offset)).min(*n_in) as i64)
                     .collect();
-                Csr { offsets, rows: (0..*n_in as i64).collect() }
+                Csr {
+                    offsets,
+                    rows: (0..*n_in as i64).collect(),
+                }
             }
-            Repr::Select { kept, .. } => one_each(kept.clone()),
+            Repr::Select { kept } => one_each(kept.ones().collect()),
             Repr::Permutation { order, .. } => one_each(order.clone()),
             Repr::Expand { offsets } => one_each(
                 (0..offsets.len() - 1)
-                    .flat_map(|i| std::iter::repeat_n(i as i64, (offsets[i + 1] - offsets[i]) as usize))
+                    .flat_map(|i| {
+                        std::iter::repeat_n(i as i64, (offsets[i + 1] - offsets[i]) as usize)
+                    })
                     .collect(),
             ),
             Repr::Group { .. } => {
@@ -537,7 +634,10 @@ fn normalize_groups(csr: Csr) -> Csr {
         new_offsets.push(write as i64);
     }
     rows.truncate(write);
-    Csr { offsets: new_offsets, rows }
+    Csr {
+        offsets: new_offsets,
+        rows,
+    }
 }
 
 /// The same pairs grouped by input row (counting sort; groups come out ascending).
@@ -602,16 +702,29 @@ impl PartialEq for RowMap {
         }
         match (&self.repr, &other.repr) {
             (Repr::Identity { .. }, Repr::Identity { .. }) => true,
-            (Repr::Offset { offset: a, n_in, .. }, Repr::Offset { offset: b, .. }) => a == b || *n_in == 0,
-            (Repr::Select { kept: a, .. }, Repr::Select { kept: b, .. }) => a == b,
+            (
+                Repr::Offset {
+                    offset: a, n_in, ..
+                },
+                Repr::Offset { offset: b, .. },
+            ) => a == b || *n_in == 0,
+            (Repr::Select { kept: a }, Repr::Select { kept: b }) => a == b,
             (Repr::Permutation { order: a, .. }, Repr::Permutation { order: b, .. }) => a == b,
             (Repr::Expand { offsets: a }, Repr::Expand { offsets: b }) => a == b,
             (Repr::Group { codes: a, .. }, Repr::Group { codes: b, .. }) => a == b,
             (Repr::Pair { by_out: a, .. }, Repr::Pair { by_out: b, .. }) => a == b,
             (Repr::All { .. }, Repr::All { .. }) => true,
             (
-                Repr::Window { n_in, size: size_a, step: step_a },
-                Repr::Window { size: size_b, step: step_b, .. },
+                Repr::Window {
+                    n_in,
+                    size: size_a,
+                    step: step_a,
+                },
+                Repr::Window {
+                    size: size_b,
+                    step: step_b,
+                    ..
+                },
             ) => {
                 // Sizes beyond n_in are clipped, and the step is irrelevant with one window.
                 (*size_a).min(*n_in) == (*size_b).min(*n_in)
@@ -625,7 +738,13 @@ impl PartialEq for RowMap {
 
 impl fmt::Display for RowMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RowMap(kind='{}', n_in={}, n_out={}", self.kind().name(), self.n_in(), self.n_out())?;
+        write!(
+            f,
+            "RowMap(kind='{}', n_in={}, n_out={}",
+            self.kind().name(),
+            self.n_in(),
+            self.n_out()
+        )?;
         match &self.repr {
             Repr::Offset { offset, .. } => write!(f, ", offset={offset}")?,
             Repr::Window { size, step, .. } => write!(f, ", size={size}, step={step}")?,

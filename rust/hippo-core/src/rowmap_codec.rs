@@ -4,67 +4,67 @@
 //! Decoding rebuilds the map through the validating constructors, so a decoded map
 //! always satisfies its kind's invariants (a permutation is a permutation, ...).
 
-use crate::bits::{ByteReader, ByteWriter, DEFAULT_MAX_LEN};
-use crate::codec::{decode_ints, encode_ints};
-use crate::container::{open, seal, ContainerKind};
+use crate::bits::{ByteReader, DEFAULT_MAX_LEN};
+use crate::codec::{decode_bitset, decode_ints, encode_bitset, encode_ints, encode_values};
+use crate::container::{begin, finish, open, ContainerKind};
 use crate::error::{decode_err, CoreError, Result};
-use crate::rowmap::{Repr, RowMap};
+use crate::rowmap::{MapKind, Repr, RowMap};
 use crate::search::Csr;
 
 impl RowMap {
     /// The map as a checksummed container.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut payload = ByteWriter::default();
-        let kind = match &self.repr {
-            Repr::Identity { n } => {
-                payload.u64(*n);
-                ContainerKind::Identity
+        let kind = match self.kind() {
+            MapKind::Identity => ContainerKind::Identity,
+            MapKind::Offset => ContainerKind::Offset,
+            MapKind::Select => ContainerKind::Select,
+            MapKind::Permutation => ContainerKind::Permutation,
+            MapKind::Expand => ContainerKind::Expand,
+            MapKind::Group => ContainerKind::Group,
+            MapKind::Pair => ContainerKind::Pair,
+            MapKind::Window => ContainerKind::Window,
+            MapKind::All => ContainerKind::All,
+        };
+        let mut out = begin(kind);
+        match &self.repr {
+            Repr::Identity { n } => out.u64(*n),
+            Repr::Offset {
+                offset,
+                n_in,
+                n_out,
+            } => {
+                out.u64(*offset);
+                out.u64(*n_in);
+                out.u64(*n_out);
             }
-            Repr::Offset { offset, n_in, n_out } => {
-                payload.u64(*offset);
-                payload.u64(*n_in);
-                payload.u64(*n_out);
-                ContainerKind::Offset
+            Repr::Select { kept } => {
+                out.u64(kept.len());
+                encode_bitset(&mut out, kept);
             }
-            Repr::Select { n_in, kept } => {
-                payload.u64(*n_in);
-                encode_ints(&mut payload, kept, Some(*n_in));
-                ContainerKind::Select
-            }
-            Repr::Permutation { order, .. } => {
-                encode_ints(&mut payload, order, None);
-                ContainerKind::Permutation
-            }
-            Repr::Expand { offsets } => {
-                let counts: Vec<i64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
-                encode_ints(&mut payload, &counts, None);
-                ContainerKind::Expand
-            }
-            Repr::Group { codes, n_groups, .. } => {
-                payload.u64(*n_groups);
-                encode_ints(&mut payload, codes, None);
-                ContainerKind::Group
+            Repr::Permutation { order, .. } => encode_ints(&mut out, order, None),
+            Repr::Expand { offsets } => encode_values(&mut out, counts(offsets)),
+            Repr::Group {
+                codes, n_groups, ..
+            } => {
+                out.u64(*n_groups);
+                encode_ints(&mut out, codes, None);
             }
             Repr::Pair { n_in, by_out, .. } => {
-                payload.u64(*n_in);
-                let counts: Vec<i64> = by_out.offsets.windows(2).map(|w| w[1] - w[0]).collect();
-                encode_ints(&mut payload, &counts, None);
-                encode_ints(&mut payload, &by_out.rows, None);
-                ContainerKind::Pair
+                out.u64(*n_in);
+                encode_values(&mut out, counts(&by_out.offsets));
+                encode_ints(&mut out, &by_out.rows, None);
             }
             Repr::Window { n_in, size, step } => {
-                payload.u64(*n_in);
-                payload.u64(*size);
-                payload.u64(*step);
-                ContainerKind::Window
+                out.u64(*n_in);
+                out.u64(*size);
+                out.u64(*step);
             }
             Repr::All { n_in, n_out } => {
-                payload.u64(*n_in);
-                payload.u64(*n_out);
-                ContainerKind::All
+                out.u64(*n_in);
+                out.u64(*n_out);
             }
-        };
-        seal(kind, &payload.bytes)
+        }
+        finish(out)
     }
 
     /// Inverse of [`RowMap::to_bytes`]; fails on damaged, truncated or foreign bytes.
@@ -75,7 +75,11 @@ impl RowMap {
 
     /// Decodes a payload whose integrity was already checked; arrays longer than
     /// `max_len` are refused before allocation.
-    pub(crate) fn from_payload(kind: ContainerKind, payload: &[u8], max_len: u64) -> Result<RowMap> {
+    pub(crate) fn from_payload(
+        kind: ContainerKind,
+        payload: &[u8],
+        max_len: u64,
+    ) -> Result<RowMap> {
         let mut reader = ByteReader::new(payload, max_len);
         let map = match kind {
             ContainerKind::Identity => RowMap::identity(reader.u64()?),
@@ -85,7 +89,7 @@ impl RowMap {
             }
             ContainerKind::Select => {
                 let n_in = reader.u64()?;
-                RowMap::select_ids(decode_ints(&mut reader)?, n_in)
+                Ok(RowMap::from_bitset(decode_bitset(&mut reader, n_in)?))
             }
             ContainerKind::Permutation => RowMap::permutation(decode_ints(&mut reader)?),
             ContainerKind::Expand => RowMap::expand(&decode_ints(&mut reader)?),
@@ -103,7 +107,9 @@ impl RowMap {
                 RowMap::all(n_in, n_out)
             }
             ContainerKind::Ids | ContainerKind::Fragment => {
-                return Err(decode_err(format!("expected a row map, found a {kind:?} container")))
+                return Err(decode_err(format!(
+                    "expected a row map, found a {kind:?} container"
+                )))
             }
         }
         .map_err(as_decode_error)?;
@@ -115,6 +121,11 @@ impl RowMap {
     pub fn nbytes(&self) -> usize {
         self.to_bytes().len()
     }
+}
+
+/// Group sizes from their prefix sums.
+fn counts(offsets: &[i64]) -> impl Iterator<Item = i64> + Clone + '_ {
+    offsets.windows(2).map(|w| w[1] - w[0])
 }
 
 /// Pair maps are stored in their canonical form (per output row: how many inputs, then
@@ -133,11 +144,15 @@ fn decode_pair(reader: &mut ByteReader) -> Result<RowMap> {
         if count < 0 {
             return Err(decode_err("negative pair count"));
         }
-        total = total.checked_add(count).ok_or_else(|| decode_err("pair counts overflow"))?;
+        total = total
+            .checked_add(count)
+            .ok_or_else(|| decode_err("pair counts overflow"))?;
         offsets.push(total);
     }
     if total as usize != rows.len() {
-        return Err(decode_err("pair counts do not add up to the number of input rows"));
+        return Err(decode_err(
+            "pair counts do not add up to the number of input rows",
+        ));
     }
     let by_out = Csr { offsets, rows };
     for output in 0..counts.len() {
@@ -146,7 +161,9 @@ fn decode_pair(reader: &mut ByteReader) -> Result<RowMap> {
             return Err(decode_err(format!("pair input row outside [0, {n_in})")));
         }
         if group.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(decode_err("pair input rows are not canonical (sorted, unique)"));
+            return Err(decode_err(
+                "pair input rows are not canonical (sorted, unique)",
+            ));
         }
     }
     Ok(RowMap::from_pair_csr(by_out, n_in))

@@ -66,7 +66,10 @@ pub(crate) fn gallop<T: Ord + Copy>(sorted: &[T], from: usize, target: T) -> usi
 /// Sorted needles are answered by one galloping merge walk, others by binary search.
 pub fn isin_sorted(haystack: &[i64], needles: &[i64]) -> Result<Vec<bool>> {
     if let Some(i) = haystack.windows(2).position(|w| w[0] > w[1]) {
-        return Err(invalid(format!("haystack is not sorted ascending at position {}", i + 1)));
+        return Err(invalid(format!(
+            "haystack is not sorted ascending at position {}",
+            i + 1
+        )));
     }
     if is_non_decreasing(needles) {
         let mut position = 0;
@@ -78,7 +81,10 @@ pub fn isin_sorted(haystack: &[i64], needles: &[i64]) -> Result<Vec<bool>> {
             })
             .collect())
     } else {
-        Ok(needles.iter().map(|needle| haystack.binary_search(needle).is_ok()).collect())
+        Ok(needles
+            .iter()
+            .map(|needle| haystack.binary_search(needle).is_ok())
+            .collect())
     }
 }
 

@@ -93,20 +93,38 @@ fn composition_simplifies() {
     let identity = RowMap::identity(4).unwrap();
     let select = mask(&[true, false, true, true]);
     assert_eq!(identity.then(&select).unwrap().kind(), select.kind());
-    assert_eq!(select.then(&RowMap::identity(3).unwrap()).unwrap().kind(), select.kind());
+    assert_eq!(
+        select.then(&RowMap::identity(3).unwrap()).unwrap().kind(),
+        select.kind()
+    );
     let twice = select.then(&mask(&[false, true, true])).unwrap();
     assert_eq!(twice.kind(), hippo_core::MapKind::Select);
     assert_eq!(twice.backward(&[0, 1]).unwrap(), [2, 3]);
-    let offsets = RowMap::offset(1, 2, 4).unwrap().then(&RowMap::offset(3, 4, 9).unwrap()).unwrap();
+    let offsets = RowMap::offset(1, 2, 4)
+        .unwrap()
+        .then(&RowMap::offset(3, 4, 9).unwrap())
+        .unwrap();
     assert_eq!(offsets.kind(), hippo_core::MapKind::Offset);
     assert_eq!(offsets.forward(&[0]).unwrap(), [4]);
     let order = RowMap::permutation(vec![2, 0, 1]).unwrap();
-    assert_eq!(order.then(&order).unwrap().kind(), hippo_core::MapKind::Permutation);
+    assert_eq!(
+        order.then(&order).unwrap().kind(),
+        hippo_core::MapKind::Permutation
+    );
     let all = RowMap::all(5, 4).unwrap();
     assert_eq!(all.then(&select).unwrap().kind(), hippo_core::MapKind::All);
-    assert_eq!(select.then(&RowMap::all(3, 2).unwrap()).unwrap().kind(), hippo_core::MapKind::Pair);
-    assert_eq!(identity.then(&RowMap::all(4, 2).unwrap()).unwrap().kind(), hippo_core::MapKind::All);
-    assert!(matches!(select.then(&select), Err(CoreError::InvalidInput(_))));
+    assert_eq!(
+        select.then(&RowMap::all(3, 2).unwrap()).unwrap().kind(),
+        hippo_core::MapKind::Pair
+    );
+    assert_eq!(
+        identity.then(&RowMap::all(4, 2).unwrap()).unwrap().kind(),
+        hippo_core::MapKind::All
+    );
+    assert!(matches!(
+        select.then(&select),
+        Err(CoreError::InvalidInput(_))
+    ));
 }
 
 #[test]

@@ -42,7 +42,10 @@ fn values<'a, T: numpy::Element + Copy>(array: &'a PyReadonlyArray1<'_, T>) -> C
     }
 }
 
-fn to_numpy(py: Python<'_>, values: Vec<i64>) -> Bound<'_, PyArray1<i64>> {
+/// A numpy int64 array owned by Python.
+type Int64Array<'py> = Bound<'py, PyArray1<i64>>;
+
+fn to_numpy(py: Python<'_>, values: Vec<i64>) -> Int64Array<'_> {
     values.into_pyarray(py)
 }
 
@@ -54,7 +57,7 @@ fn encode_ids<'py>(py: Python<'py>, ids: PyReadonlyArray1<'py, i64>) -> Bound<'p
 }
 
 #[pyfunction]
-fn decode_ids<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyArray1<i64>>> {
+fn decode_ids<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Int64Array<'py>> {
     let ids = py.detach(|| hippo_core::decode_ids(data)).map_err(py_err)?;
     Ok(to_numpy(py, ids))
 }
@@ -70,8 +73,10 @@ fn encode_fragment<'py>(
         let array: PyReadonlyArray1<'py, i64> = array.extract()?;
         named.push((name, array));
     }
-    let borrowed: Vec<(&str, Cow<[i64]>)> =
-        named.iter().map(|(name, array)| (name.as_str(), values(array))).collect();
+    let borrowed: Vec<(&str, Cow<[i64]>)> = named
+        .iter()
+        .map(|(name, array)| (name.as_str(), values(array)))
+        .collect();
     let encoded = py.detach(|| {
         hippo_core::encode_fragment(borrowed.iter().map(|(name, array)| (*name, array.as_ref())))
     });
@@ -80,7 +85,9 @@ fn encode_fragment<'py>(
 
 #[pyfunction]
 fn decode_fragment<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyDict>> {
-    let arrays = py.detach(|| hippo_core::decode_fragment(data)).map_err(py_err)?;
+    let arrays = py
+        .detach(|| hippo_core::decode_fragment(data))
+        .map_err(py_err)?;
     let dict = PyDict::new(py);
     for (name, array) in arrays {
         dict.set_item(name, to_numpy(py, array))?;
@@ -98,9 +105,11 @@ fn group_csr<'py>(
     py: Python<'py>,
     codes: PyReadonlyArray1<'py, i64>,
     n_groups: u64,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<(Int64Array<'py>, Int64Array<'py>)> {
     let codes = values(&codes);
-    let csr = py.detach(|| hippo_core::group_csr(&codes, n_groups)).map_err(py_err)?;
+    let csr = py
+        .detach(|| hippo_core::group_csr(&codes, n_groups))
+        .map_err(py_err)?;
     Ok((to_numpy(py, csr.offsets), to_numpy(py, csr.rows)))
 }
 
@@ -111,7 +120,9 @@ fn isin_sorted<'py>(
     needles: PyReadonlyArray1<'py, i64>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let (haystack, needles) = (values(&haystack), values(&needles));
-    let mask = py.detach(|| hippo_core::isin_sorted(&haystack, &needles)).map_err(py_err)?;
+    let mask = py
+        .detach(|| hippo_core::isin_sorted(&haystack, &needles))
+        .map_err(py_err)?;
     Ok(mask.into_pyarray(py))
 }
 
@@ -146,7 +157,9 @@ impl PyRowMap {
     #[staticmethod]
     fn select(py: Python<'_>, mask: PyReadonlyArray1<'_, bool>) -> PyResult<Self> {
         let mask = values(&mask);
-        Ok(PyRowMap { map: py.detach(|| RowMap::select_mask(&mask)) })
+        Ok(PyRowMap {
+            map: py.detach(|| RowMap::select_mask(&mask)),
+        })
     }
 
     #[staticmethod]
@@ -216,7 +229,7 @@ impl PyRowMap {
         &self,
         py: Python<'py>,
         rows: PyReadonlyArray1<'py, i64>,
-    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    ) -> PyResult<Int64Array<'py>> {
         let rows = values(&rows);
         let inputs = py.detach(|| self.map.backward(&rows)).map_err(py_err)?;
         Ok(to_numpy(py, inputs))
@@ -226,7 +239,7 @@ impl PyRowMap {
         &self,
         py: Python<'py>,
         rows: PyReadonlyArray1<'py, i64>,
-    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    ) -> PyResult<Int64Array<'py>> {
         let rows = values(&rows);
         let outputs = py.detach(|| self.map.forward(&rows)).map_err(py_err)?;
         Ok(to_numpy(py, outputs))

@@ -12,14 +12,33 @@ use proptest::prelude::*;
 #[derive(Clone, Debug)]
 pub enum Spec {
     Identity(u64),
-    Offset { offset: u64, n_in: u64, n_out: u64 },
+    Offset {
+        offset: u64,
+        n_in: u64,
+        n_out: u64,
+    },
     Select(Vec<bool>),
     Permutation(Vec<i64>),
     Expand(Vec<i64>),
-    Group { codes: Vec<i64>, n_groups: u64 },
-    Pair { outs: Vec<i64>, ins: Vec<i64>, n_out: u64, n_in: u64 },
-    Window { n_in: u64, size: u64, step: u64 },
-    All { n_in: u64, n_out: u64 },
+    Group {
+        codes: Vec<i64>,
+        n_groups: u64,
+    },
+    Pair {
+        outs: Vec<i64>,
+        ins: Vec<i64>,
+        n_out: u64,
+        n_in: u64,
+    },
+    Window {
+        n_in: u64,
+        size: u64,
+        step: u64,
+    },
+    All {
+        n_in: u64,
+        n_out: u64,
+    },
 }
 
 /// Pairs (output row, input row): the whole meaning of a row map.
@@ -29,12 +48,21 @@ impl Spec {
     pub fn build(&self) -> RowMap {
         match self {
             Spec::Identity(n) => RowMap::identity(*n),
-            Spec::Offset { offset, n_in, n_out } => RowMap::offset(*offset, *n_in, *n_out),
+            Spec::Offset {
+                offset,
+                n_in,
+                n_out,
+            } => RowMap::offset(*offset, *n_in, *n_out),
             Spec::Select(mask) => Ok(RowMap::select_mask(mask)),
             Spec::Permutation(order) => RowMap::permutation(order.clone()),
             Spec::Expand(counts) => RowMap::expand(counts),
             Spec::Group { codes, n_groups } => RowMap::group(codes.clone(), *n_groups),
-            Spec::Pair { outs, ins, n_out, n_in } => RowMap::pair(outs, ins, *n_out, *n_in),
+            Spec::Pair {
+                outs,
+                ins,
+                n_out,
+                n_in,
+            } => RowMap::pair(outs, ins, *n_out, *n_in),
             Spec::Window { n_in, size, step } => RowMap::window(*n_in, *size, *step),
             Spec::All { n_in, n_out } => RowMap::all(*n_in, *n_out),
         }
@@ -49,10 +77,19 @@ impl Spec {
                 (0..*n_in as i64).map(|i| (*offset as i64 + i, i)).collect()
             }
             Spec::Select(mask) => {
-                let kept: Vec<i64> = (0..mask.len() as i64).filter(|&i| mask[i as usize]).collect();
-                kept.iter().enumerate().map(|(j, &i)| (j as i64, i)).collect()
+                let kept: Vec<i64> = (0..mask.len() as i64)
+                    .filter(|&i| mask[i as usize])
+                    .collect();
+                kept.iter()
+                    .enumerate()
+                    .map(|(j, &i)| (j as i64, i))
+                    .collect()
             }
-            Spec::Permutation(order) => order.iter().enumerate().map(|(o, &i)| (o as i64, i)).collect(),
+            Spec::Permutation(order) => order
+                .iter()
+                .enumerate()
+                .map(|(o, &i)| (o as i64, i))
+                .collect(),
             Spec::Expand(counts) => {
                 let mut pairs = Pairs::new();
                 let mut output = 0;
@@ -64,7 +101,11 @@ impl Spec {
                 }
                 pairs
             }
-            Spec::Group { codes, .. } => codes.iter().enumerate().map(|(i, &g)| (g, i as i64)).collect(),
+            Spec::Group { codes, .. } => codes
+                .iter()
+                .enumerate()
+                .map(|(i, &g)| (g, i as i64))
+                .collect(),
             Spec::Pair { outs, ins, .. } => outs.iter().copied().zip(ins.iter().copied()).collect(),
             Spec::Window { n_in, size, step } => {
                 let mut pairs = Pairs::new();
@@ -100,12 +141,16 @@ impl Spec {
     pub fn n_out(&self) -> u64 {
         match self {
             Spec::Identity(n) => *n,
-            Spec::Offset { n_out, .. } | Spec::Pair { n_out, .. } | Spec::All { n_out, .. } => *n_out,
+            Spec::Offset { n_out, .. } | Spec::Pair { n_out, .. } | Spec::All { n_out, .. } => {
+                *n_out
+            }
             Spec::Select(mask) => mask.iter().filter(|&&keep| keep).count() as u64,
             Spec::Permutation(order) => order.len() as u64,
             Spec::Expand(counts) => counts.iter().sum::<i64>() as u64,
             Spec::Group { n_groups, .. } => *n_groups,
-            Spec::Window { n_in, step, .. } => (0..).take_while(|j| j * step < *n_in).count() as u64,
+            Spec::Window { n_in, step, .. } => {
+                (0..).take_while(|j| j * step < *n_in).count() as u64
+            }
         }
     }
 }
@@ -116,13 +161,28 @@ pub fn spec_with_n_in(n_in: u64) -> BoxedStrategy<Spec> {
     let mut kinds: Vec<BoxedStrategy<Spec>> = vec![
         Just(Spec::Identity(n_in)).boxed(),
         (0..4u64, 0..4u64)
-            .prop_map(move |(offset, slack)| Spec::Offset { offset, n_in, n_out: n_in + offset + slack })
+            .prop_map(move |(offset, slack)| Spec::Offset {
+                offset,
+                n_in,
+                n_out: n_in + offset + slack,
+            })
             .boxed(),
-        prop::collection::vec(any::<bool>(), n).prop_map(Spec::Select).boxed(),
-        Just((0..n_in as i64).collect::<Vec<_>>()).prop_shuffle().prop_map(Spec::Permutation).boxed(),
-        prop::collection::vec(0..4i64, n).prop_map(Spec::Expand).boxed(),
-        (1..5u64, 1..5u64).prop_map(move |(size, step)| Spec::Window { n_in, size, step }).boxed(),
-        (0..4u64).prop_map(move |n_out| Spec::All { n_in, n_out }).boxed(),
+        prop::collection::vec(any::<bool>(), n)
+            .prop_map(Spec::Select)
+            .boxed(),
+        Just((0..n_in as i64).collect::<Vec<_>>())
+            .prop_shuffle()
+            .prop_map(Spec::Permutation)
+            .boxed(),
+        prop::collection::vec(0..4i64, n)
+            .prop_map(Spec::Expand)
+            .boxed(),
+        (1..5u64, 1..5u64)
+            .prop_map(move |(size, step)| Spec::Window { n_in, size, step })
+            .boxed(),
+        (0..4u64)
+            .prop_map(move |n_out| Spec::All { n_in, n_out })
+            .boxed(),
         (0..6u64)
             .prop_flat_map(move |n_out| {
                 let pairs = if n_in == 0 || n_out == 0 {
@@ -132,13 +192,23 @@ pub fn spec_with_n_in(n_in: u64) -> BoxedStrategy<Spec> {
                 };
                 pairs.prop_map(move |pairs| {
                     let (outs, ins) = pairs.into_iter().unzip();
-                    Spec::Pair { outs, ins, n_out, n_in }
+                    Spec::Pair {
+                        outs,
+                        ins,
+                        n_out,
+                        n_in,
+                    }
                 })
             })
             .boxed(),
     ];
     let groups = if n_in == 0 {
-        (0..3u64).prop_map(|n_groups| Spec::Group { codes: Vec::new(), n_groups }).boxed()
+        (0..3u64)
+            .prop_map(|n_groups| Spec::Group {
+                codes: Vec::new(),
+                n_groups,
+            })
+            .boxed()
     } else {
         (1..n_in + 3)
             .prop_flat_map(move |n_groups| {
@@ -194,18 +264,29 @@ pub fn pairs_of(map: &RowMap) -> Pairs {
 /// Sorted unique inputs of `outputs` according to `pairs`.
 pub fn oracle_backward(pairs: &Pairs, outputs: &[i64]) -> Vec<i64> {
     let wanted: BTreeSet<i64> = outputs.iter().copied().collect();
-    let found: BTreeSet<i64> = pairs.iter().filter(|(o, _)| wanted.contains(o)).map(|&(_, i)| i).collect();
+    let found: BTreeSet<i64> = pairs
+        .iter()
+        .filter(|(o, _)| wanted.contains(o))
+        .map(|&(_, i)| i)
+        .collect();
     found.into_iter().collect()
 }
 
 /// Sorted unique outputs of `inputs` according to `pairs`.
 pub fn oracle_forward(pairs: &Pairs, inputs: &[i64]) -> Vec<i64> {
     let wanted: BTreeSet<i64> = inputs.iter().copied().collect();
-    let found: BTreeSet<i64> = pairs.iter().filter(|(_, i)| wanted.contains(i)).map(|&(o, _)| o).collect();
+    let found: BTreeSet<i64> = pairs
+        .iter()
+        .filter(|(_, i)| wanted.contains(i))
+        .map(|&(o, _)| o)
+        .collect();
     found.into_iter().collect()
 }
 
 /// Number of proptest cases: `PROPTEST_CASES` if set, else `default`.
 pub fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
