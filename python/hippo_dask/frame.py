@@ -461,12 +461,20 @@ class Tracked:
         right_data = right.data.rename(columns={hidden(s): hidden(t) for s, t in renamed.items() if s != t})
         data = self.data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
         slots = self.node.slots + tuple(renamed.values())
-        if how != "inner":
-            data = partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots])
         # Output column names follow pandas; learn them from an empty merge of the user columns.
         left_meta, right_meta = P.clean(self._meta()), P.clean(right._meta())
         out_columns = [c for c in left_meta.merge(right_meta, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes).columns]
         colmap = _merge_colmap(list(self.columns), list(right.columns), left_on, right_on, suffixes, out_columns)
+        if how != "inner":
+            casts = {}
+            if self.is_dask:  # columns of a side that may be absent, typed as pandas types them with holes
+                sides = {"left": (1,), "right": (0,), "outer": (0, 1)}[how]
+                for c, srcs in colmap.items():
+                    if all(k in sides for k, _ in srcs):
+                        dtype = data._meta[c].dtype
+                        if P.nullable_dtype(dtype) != dtype:
+                            casts[c] = P.nullable_dtype(dtype)
+            data = partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts)
         colmap[ROW] = ((0, ROW), (1, ROW))
         origin = dict(self.node.slot_origin)
         origin.update({t: right.node.slot_origin[s] for s, t in renamed.items()})

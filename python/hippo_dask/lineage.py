@@ -26,7 +26,7 @@ import pandas as pd
 
 from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError
-from .partition import GROUP_ID, ids_to_positions
+from .partition import GROUP_ID, SPLIT_HIGH, SPLIT_LOW, ids_to_positions, join_split_ids
 from .plan import HIDDEN_PREFIX, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
@@ -254,7 +254,7 @@ class Lineage:
         if node.id not in self._members:
             parent = node.inputs[0]
             directory = self.store.fragment_dir(node.id)
-            keys = [hidden(s) for s in parent.slots] + [GROUP_ID]
+            keys = [hidden(s) + half for s in parent.slots for half in (SPLIT_HIGH, SPLIT_LOW)] + [GROUP_ID]
             pieces: dict[str, list[np.ndarray]] = {k: [] for k in keys}
             for name in self._manifest["group_fragments"].get(node.id, []):
                 arrays = self._load(_join(directory, name), name.split(".")[0])
@@ -262,7 +262,9 @@ class Lineage:
                     if k not in arrays:
                         raise CorruptRunError(f"{_join(directory, name)}: a membership fragment lacks {k!r}")
                     pieces[k].append(arrays[k])
-            data = {k: (np.concatenate(p) if p else np.array([], dtype=np.int64)) for k, p in pieces.items()}
+            joined = {k: (np.concatenate(p) if p else np.array([], dtype=np.int64)) for k, p in pieces.items()}
+            data = {hidden(s): join_split_ids(joined[hidden(s) + SPLIT_HIGH], joined[hidden(s) + SPLIT_LOW]) for s in parent.slots}
+            data[GROUP_ID] = joined[GROUP_ID]
             for slot, counts in self._slot_source_counts(parent).items():
                 data[hidden(slot)] = ids_to_positions(data[hidden(slot)], counts)
             table = SlotRows.from_arrays({s: data[hidden(s)] for s in parent.slots} | {GROUP_ID: data[GROUP_ID]},

@@ -29,6 +29,8 @@ OFFSET_BITS = 32
 _OFFSET_MASK = (1 << OFFSET_BITS) - 1
 #: Name of the group-id array inside a group membership fragment.
 GROUP_ID = "__gid"
+#: Suffixes of the two halves of a slot array in a membership fragment.
+SPLIT_HIGH, SPLIT_LOW = ":hi", ":lo"
 
 
 # --------------------------------------------------------------------------
@@ -322,10 +324,24 @@ def dask_aggregation(func: str):
 
 
 def membership_arrays(part: pd.DataFrame, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Which group each row of a group-by input belongs to, by slot tuple."""
-    arrays = {c: part[c].to_numpy(dtype=np.int64) for c in hidden_of(part)}
+    """Which group each row of a group-by input belongs to, by slot tuple.
+
+    Slot ids are stored split into their high and low 32 bits: source ids are
+    ``partition << 32 | offset``, and the two halves bit-pack into about
+    log2(partitions) + log2(partition rows) bits, where the whole id would take 32+.
+    """
+    arrays = {}
+    for c in hidden_of(part):
+        ids = part[c].to_numpy(dtype=np.int64)
+        arrays[c + SPLIT_HIGH] = ids >> OFFSET_BITS
+        arrays[c + SPLIT_LOW] = ids & _OFFSET_MASK
     arrays[GROUP_ID] = group_ids(part[list(keys)])
     return arrays
+
+
+def join_split_ids(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Inverse of the split in :func:`membership_arrays`."""
+    return (high << OFFSET_BITS) | low
 
 
 def record_membership(part: pd.DataFrame, keys: Sequence[str], fragment_dir: str) -> pd.DataFrame:
@@ -353,14 +369,31 @@ def tag_input(part: pd.DataFrame, tag_column: str, index: int, absent: Sequence[
     return part.assign(**extra)
 
 
-def fill_missing_slots(part: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Slots that an outer merge / concat left empty become ``MISSING`` int64."""
+def fill_missing_slots(part: pd.DataFrame, columns: Sequence[str], casts: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Slots that an outer merge left empty become ``MISSING`` int64.
+
+    ``casts`` gives user columns that may hold missing values the dtype pandas
+    gives them when they do (int -> float64), in every partition alike: else
+    partitions disagree on dtypes and Dask's sort_values fails on them.
+    """
     fixed = {}
     for c in columns:
         col = part[c]
         if col.dtype != np.int64:
             fixed[c] = col.fillna(MISSING).to_numpy(dtype=np.int64)
+    for c, dtype in (casts or {}).items():
+        if part[c].dtype != dtype:
+            fixed[c] = part[c].astype(dtype)
     return part.assign(**fixed) if fixed else part
+
+
+def nullable_dtype(dtype: Any) -> Any:
+    """The dtype a column of ``dtype`` gets from pandas when a merge leaves holes in it."""
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return np.dtype("float64")
+    if isinstance(dtype, np.dtype) and dtype.kind == "b":
+        return np.dtype(object)
+    return dtype
 
 
 # --------------------------------------------------------------------------
