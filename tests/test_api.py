@@ -309,3 +309,15 @@ def test_astype_and_drop_and_head(store, backend, people):
     expected = OracleFrame.source(people, "p").drop(["city"]).head(3)
     assert result["age"].dtype == np.float64
     assert hippo_records(result) == oracle_records(expected.with_values(expected.df.astype({"age": "float64"})))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fsspec_memory_store(backend, people):
+    store = hippo.set_store("memory://hippo-test-store")
+    t = frame(backend, people).hippo.source("p").hippo.groupby("city").agg(n=("age", "sum"))
+    lin = compute(t, backend).hippo.lineage
+    assert lin.store.url == "memory://hippo-test-store"
+    reopened = hippo.open("memory://hippo-test-store", lin.run_id)
+    row = int(np.flatnonzero(compute(t, backend)["city"].to_numpy() == "a")[0])
+    assert sorted(reopened.backward(rows=[row], columns=["n"])["p"].rows.tolist()) == [0, 2]
+    assert any(r.run_id == lin.run_id and r.complete for r in store.runs())

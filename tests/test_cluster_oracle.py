@@ -1,0 +1,54 @@
+"""The classic healthcare pipeline and random pipelines on a LocalCluster of worker processes, against the oracle."""
+
+from __future__ import annotations
+
+import sys
+
+import cloudpickle
+import dask
+import dask.dataframe as dd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import test_random_pipelines
+from hippo_dask import examples
+from oracle import check_forward, compare_sampled, hippo_records, oracle_records
+from test_classic_pipelines import oracle_healthcare
+from test_random_pipelines import SETTINGS, run_pipeline, source_frames, step_lists
+
+# Worker processes cannot import the test modules: ship their functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(test_random_pipelines)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def test_healthcare_on_worker_processes(store, client):
+    patients, histories = examples.load_healthcare()
+    with dask.config.set({"dataframe.convert-string": False}):
+        pipeline = examples.healthcare(dd.from_pandas(patients, npartitions=4, sort=False),
+                                       dd.from_pandas(histories, npartitions=3, sort=False))
+        result = pipeline.hippo.compute(scheduler=client)
+    expected = oracle_healthcare(patients, histories)
+    compare_sampled(result, expected, sample=15)
+    check_forward(result, expected, {"patients": patients, "histories": histories}, samples=3)
+
+
+@settings(max_examples=8, **SETTINGS)
+@given(frames=source_frames(), steps=step_lists)
+def test_random_pipelines_on_worker_processes(store, client, frames, steps):
+    a, b = frames
+    t, o = run_pipeline(a, b, steps, lambda f: dd.from_pandas(f, npartitions=2, sort=False), dask_order=True)
+    result = t.hippo.compute(scheduler=client)
+    assert hippo_records(result) == oracle_records(o)
+    check_forward(result, o, {"a": a, "b": b}, samples=2)
