@@ -9,7 +9,6 @@ import dask
 import dask.dataframe as dd
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import test_random_pipelines
 from hippo_dask import examples

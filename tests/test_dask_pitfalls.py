@@ -15,7 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd

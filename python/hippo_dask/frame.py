@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 
 from . import partition as P
-from .errors import ColumnError, LineageError, UntrackedFrameError
+from .errors import ColumnError, LineageError
 from .plan import (
     HIDDEN_PREFIX,
-    MISSING,
     ROW,
     Node,
     hidden,

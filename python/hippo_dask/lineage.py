@@ -27,7 +27,7 @@ import pandas as pd
 from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError
 from .partition import GROUP_ID, SPLIT_HIGH, SPLIT_LOW, ids_to_positions, join_split_ids
-from .plan import HIDDEN_PREFIX, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
+from .plan import MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
 
