@@ -33,7 +33,7 @@ fn maps(rng: &mut StdRng) -> Vec<(&'static str, RowMap)> {
         ("select_50pct", RowMap::select_mask(&mask)),
         ("permutation", RowMap::permutation(order).unwrap()),
         ("group_1M", RowMap::group(codes, n_groups as u64).unwrap()),
-        ("expand_0to3", RowMap::expand(&counts).unwrap()),
+        ("expand_0to3", RowMap::expand(counts).unwrap()),
         (
             "pair_join",
             RowMap::pair(&outputs, &matches, ROWS as u64, ROWS as u64).unwrap(),

@@ -7,7 +7,8 @@
 //! length cannot ask for a huge allocation: they must fail cleanly or return a map that
 //! satisfies its invariants.
 //!
-//! Case counts default to the numbers below; `PROPTEST_CASES` overrides all of them.
+//! Case counts: 60,000 per test with `--release`, 4,000 in debug builds;
+//! `PROPTEST_CASES` overrides them.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -10,7 +10,10 @@ use std::sync::OnceLock;
 
 use crate::bitset::Bitset;
 use crate::error::{invalid, CoreError, Result};
-use crate::search::{gallop, group_csr, is_strictly_increasing, sorted_unique, Csr};
+use crate::search::{
+    gallop, group_csr, is_strictly_increasing, sorted_unique, sorted_unique_of, union_of_groups,
+    Csr,
+};
 
 /// The kinds of row map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -193,20 +196,10 @@ impl RowMap {
     }
 
     /// Input row i -> `counts[i]` consecutive output rows (explode).
-    pub fn expand(counts: &[i64]) -> Result<RowMap> {
-        let mut offsets = Vec::with_capacity(counts.len() + 1);
-        let mut total: i64 = 0;
-        offsets.push(0);
-        for (i, &count) in counts.iter().enumerate() {
-            if count < 0 {
-                return Err(invalid(format!("counts[{i}] = {count} is negative")));
-            }
-            total = total
-                .checked_add(count)
-                .ok_or_else(|| invalid("counts overflow int64"))?;
-            offsets.push(total);
-        }
-        Ok(RowMap::from_repr(Repr::Expand { offsets }))
+    pub fn expand(counts: Vec<i64>) -> Result<RowMap> {
+        Ok(RowMap::from_repr(Repr::Expand {
+            offsets: counts_to_offsets(counts)?,
+        }))
     }
 
     /// Input row i -> output row `codes[i]`, each code in `[0, n_groups)` (aggregation).
@@ -347,8 +340,8 @@ impl RowMap {
             }
             Repr::Select { kept } => kept.select_sorted(rows),
             Repr::Permutation { order, .. } => {
-                let inputs = rows.iter().map(|&r| order[r as usize]).collect();
-                sorted_unique(inputs, order.len() as u64)
+                let inputs = rows.iter().map(|&r| order[r as usize]);
+                sorted_unique_of(inputs, rows.len(), order.len() as u64)
             }
             Repr::Expand { offsets } => {
                 // Input i owns outputs [offsets[i], offsets[i+1]): find it among the ends.
@@ -363,23 +356,8 @@ impl RowMap {
                 }
                 inputs
             }
-            Repr::Group { codes, .. } => {
-                let by_group = self.by_group();
-                let inputs = rows
-                    .iter()
-                    .flat_map(|&g| by_group.group(g as usize))
-                    .copied()
-                    .collect();
-                sorted_unique(inputs, codes.len() as u64)
-            }
-            Repr::Pair { n_in, by_out, .. } => {
-                let inputs = rows
-                    .iter()
-                    .flat_map(|&o| by_out.group(o as usize))
-                    .copied()
-                    .collect();
-                sorted_unique(inputs, *n_in)
-            }
+            Repr::Group { codes, .. } => union_of_groups(self.by_group(), rows, codes.len() as u64),
+            Repr::Pair { n_in, by_out, .. } => union_of_groups(by_out, rows, *n_in),
             Repr::Window { n_in, size, step } => {
                 let windows = rows.iter().map(|&j| {
                     let start = j as u64 * step;
@@ -408,8 +386,8 @@ impl RowMap {
                     }
                     inverse
                 });
-                let outputs = rows.iter().map(|&r| inverse[r as usize]).collect();
-                sorted_unique(outputs, order.len() as u64)
+                let outputs = rows.iter().map(|&r| inverse[r as usize]);
+                sorted_unique_of(outputs, rows.len(), order.len() as u64)
             }
             Repr::Expand { offsets } => rows
                 .iter()
@@ -417,15 +395,13 @@ impl RowMap {
                 .collect(),
             Repr::Group {
                 codes, n_groups, ..
-            } => sorted_unique(rows.iter().map(|&r| codes[r as usize]).collect(), *n_groups),
+            } => sorted_unique_of(
+                rows.iter().map(|&r| codes[r as usize]),
+                rows.len(),
+                *n_groups,
+            ),
             Repr::Pair { by_out, .. } => {
-                let by_in = self.pair_by_in();
-                let outputs = rows
-                    .iter()
-                    .flat_map(|&i| by_in.group(i as usize))
-                    .copied()
-                    .collect();
-                sorted_unique(outputs, by_out.offsets.len() as u64 - 1)
+                union_of_groups(self.pair_by_in(), rows, by_out.offsets.len() as u64 - 1)
             }
             Repr::Window { size, step, .. } => {
                 // Input i is in windows j with j*step <= i < j*step + size.
@@ -607,6 +583,26 @@ impl RowMap {
             }
         }
     }
+}
+
+/// Turns group sizes into their prefix sums, with a leading 0, reusing the allocation.
+pub(crate) fn counts_to_offsets(mut counts: Vec<i64>) -> Result<Vec<i64>> {
+    counts.insert(0, 0);
+    let mut total: i64 = 0;
+    for (i, slot) in counts.iter_mut().enumerate().skip(1) {
+        if *slot < 0 {
+            return Err(invalid(format!(
+                "counts[{}] = {} is negative",
+                i - 1,
+                *slot
+            )));
+        }
+        total = total
+            .checked_add(*slot)
+            .ok_or_else(|| invalid("counts overflow int64"))?;
+        *slot = total;
+    }
+    Ok(counts)
 }
 
 /// Sorts each group of `csr` and drops repeats within a group. Groups are the few input

@@ -8,7 +8,7 @@ use crate::bits::{ByteReader, DEFAULT_MAX_LEN};
 use crate::codec::{decode_bitset, decode_ints, encode_bitset, encode_ints, encode_values};
 use crate::container::{begin, finish, open, ContainerKind};
 use crate::error::{decode_err, CoreError, Result};
-use crate::rowmap::{MapKind, Repr, RowMap};
+use crate::rowmap::{counts_to_offsets, MapKind, Repr, RowMap};
 use crate::search::Csr;
 
 impl RowMap {
@@ -92,7 +92,7 @@ impl RowMap {
                 Ok(RowMap::from_bitset(decode_bitset(&mut reader, n_in)?))
             }
             ContainerKind::Permutation => RowMap::permutation(decode_ints(&mut reader)?),
-            ContainerKind::Expand => RowMap::expand(&decode_ints(&mut reader)?),
+            ContainerKind::Expand => RowMap::expand(decode_ints(&mut reader)?),
             ContainerKind::Group => {
                 let n_groups = reader.len()?;
                 RowMap::group(decode_ints(&mut reader)?, n_groups)
@@ -135,27 +135,16 @@ fn decode_pair(reader: &mut ByteReader) -> Result<RowMap> {
     if n_in > i64::MAX as u64 {
         return Err(decode_err("n_in does not fit in int64"));
     }
-    let counts = decode_ints(reader)?;
+    let offsets = counts_to_offsets(decode_ints(reader)?).map_err(as_decode_error)?;
     let rows = decode_ints(reader)?;
-    let mut offsets = Vec::with_capacity(counts.len() + 1);
-    offsets.push(0i64);
-    let mut total: i64 = 0;
-    for &count in &counts {
-        if count < 0 {
-            return Err(decode_err("negative pair count"));
-        }
-        total = total
-            .checked_add(count)
-            .ok_or_else(|| decode_err("pair counts overflow"))?;
-        offsets.push(total);
-    }
+    let total = *offsets.last().expect("offsets start with 0");
     if total as usize != rows.len() {
         return Err(decode_err(
             "pair counts do not add up to the number of input rows",
         ));
     }
     let by_out = Csr { offsets, rows };
-    for output in 0..counts.len() {
+    for output in 0..by_out.offsets.len() - 1 {
         let group = by_out.group(output);
         if group.iter().any(|&row| row < 0 || row as u64 >= n_in) {
             return Err(decode_err(format!("pair input row outside [0, {n_in})")));

@@ -96,30 +96,54 @@ pub(crate) fn is_strictly_increasing(values: &[i64]) -> bool {
     values.windows(2).all(|w| w[0] < w[1])
 }
 
-/// Sorts and deduplicates `values`, all in `[0, universe)`: a dense bitmap pass when they
-/// cover a good part of the universe, a roaring set otherwise; never a comparison sort.
+/// Sorts and deduplicates `values`, all in `[0, universe)`.
 pub(crate) fn sorted_unique(values: Vec<i64>, universe: u64) -> Vec<i64> {
     if is_strictly_increasing(&values) {
         return values;
     }
-    if (values.len() as u64).saturating_mul(16) >= universe {
-        let mut words = vec![0u64; universe.div_ceil(64) as usize];
-        for &value in &values {
-            words[value as usize / 64] |= 1 << (value % 64);
+    let len = values.len();
+    sorted_unique_of(values.into_iter(), len, universe)
+}
+
+/// The distinct `values` (`len` of them before deduplication, all in `[0, universe)`),
+/// ascending: a dense bitmap pass when they cover a good part of the universe, a roaring
+/// set otherwise; never a comparison sort.
+pub(crate) fn sorted_unique_of(
+    values: impl Iterator<Item = i64>,
+    len: usize,
+    universe: u64,
+) -> Vec<i64> {
+    if (len as u64).saturating_mul(16) < universe {
+        let values: Vec<i64> = values.collect();
+        if is_strictly_increasing(&values) {
+            return values;
         }
-        let mut out = Vec::with_capacity(values.len());
-        for (index, &word) in words.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                out.push((index * 64 + bits.trailing_zeros() as usize) as i64);
-                bits &= bits - 1;
-            }
-        }
-        out
-    } else {
         let set: RoaringTreemap = values.iter().map(|&v| v as u64).collect();
-        set.iter().map(|v| v as i64).collect()
+        return set.iter().map(|v| v as i64).collect();
     }
+    let mut words = vec![0u64; universe.div_ceil(64) as usize];
+    for value in values {
+        words[value as usize / 64] |= 1 << (value % 64);
+    }
+    let mut out = Vec::with_capacity(len);
+    for (index, &word) in words.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            out.push((index * 64 + bits.trailing_zeros() as usize) as i64);
+            bits &= bits - 1;
+        }
+    }
+    out
+}
+
+/// The union of the groups `groups` of `csr` (members in `[0, universe)`), ascending.
+pub(crate) fn union_of_groups(csr: &Csr, groups: &[i64], universe: u64) -> Vec<i64> {
+    let len: i64 = groups
+        .iter()
+        .map(|&g| csr.offsets[g as usize + 1] - csr.offsets[g as usize])
+        .sum();
+    let members = groups.iter().flat_map(|&g| csr.group(g as usize)).copied();
+    sorted_unique_of(members, len as usize, universe)
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ impl PyRowMap {
     #[staticmethod]
     fn expand(py: Python<'_>, counts: PyReadonlyArray1<'_, i64>) -> PyResult<Self> {
         let counts = values(&counts);
-        wrap(py.detach(|| RowMap::expand(&counts)))
+        wrap(py.detach(|| RowMap::expand(counts.into_owned())))
     }
 
     #[staticmethod]

@@ -55,7 +55,7 @@ impl Spec {
             } => RowMap::offset(*offset, *n_in, *n_out),
             Spec::Select(mask) => Ok(RowMap::select_mask(mask)),
             Spec::Permutation(order) => RowMap::permutation(order.clone()),
-            Spec::Expand(counts) => RowMap::expand(counts),
+            Spec::Expand(counts) => RowMap::expand(counts.clone()),
             Spec::Group { codes, n_groups } => RowMap::group(codes.clone(), *n_groups),
             Spec::Pair {
                 outs,
@@ -283,8 +283,14 @@ pub fn oracle_forward(pairs: &Pairs, inputs: &[i64]) -> Vec<i64> {
     found.into_iter().collect()
 }
 
-/// Number of proptest cases: `PROPTEST_CASES` if set, else `default`.
-pub fn cases(default: u32) -> u32 {
+/// Number of proptest cases: `PROPTEST_CASES` if set, else `release_default` in optimized
+/// builds and a fifteenth of it in debug builds (so plain `cargo test` stays quick).
+pub fn cases(release_default: u32) -> u32 {
+    let default = if cfg!(debug_assertions) {
+        release_default / 15
+    } else {
+        release_default
+    };
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
