@@ -55,6 +55,24 @@ impl Bitset {
         Bitset::from_words(len, words)
     }
 
+    /// From sorted disjoint half-open ranges `[start, end)`, all within `[0, len)`.
+    pub(crate) fn from_ranges(ranges: impl Iterator<Item = (u64, u64)>, len: u64) -> Bitset {
+        let mut words = vec![0u64; len.div_ceil(64) as usize];
+        for (start, end) in ranges {
+            let (first, last) = (start as usize / 64, (end - 1) as usize / 64);
+            let low = u64::MAX << (start % 64);
+            let high = u64::MAX >> (63 - (end - 1) % 64);
+            if first == last {
+                words[first] |= low & high;
+            } else {
+                words[first] |= low;
+                words[first + 1..last].fill(u64::MAX);
+                words[last] |= high;
+            }
+        }
+        Bitset::from_words(len, words)
+    }
+
     /// Size of the universe.
     pub(crate) fn len(&self) -> u64 {
         self.len
@@ -279,6 +297,14 @@ mod tests {
                 set,
                 Bitset::from_sorted_positions(positions.iter().copied(), len as u64)
             );
+            let mut ranges: Vec<(u64, u64)> = Vec::new();
+            for &p in &positions {
+                match ranges.last_mut() {
+                    Some((_, end)) if *end == p as u64 => *end += 1,
+                    _ => ranges.push((p as u64, p as u64 + 1)),
+                }
+            }
+            assert_eq!(set, Bitset::from_ranges(ranges.into_iter(), len as u64));
             let ranks: Vec<i64> = (0..positions.len() as i64).collect();
             assert_eq!(set.select_sorted(&ranks), positions);
             for i in 0..=len as u64 {

@@ -519,6 +519,16 @@ fn read_width(reader: &mut ByteReader) -> Result<u32> {
 }
 
 fn decode_runs(reader: &mut ByteReader, count: u64) -> Result<Vec<i64>> {
+    let (starts, lengths_minus_one) = read_runs(reader, count)?;
+    let mut values = try_vec(count)?;
+    for (&start, &length) in starts.iter().zip(&lengths_minus_one) {
+        values.extend((0..=length).map(|k| start.wrapping_add(k)));
+    }
+    Ok(values)
+}
+
+/// The body of a `Runs` encoding of `count` values: run starts and lengths minus one.
+fn read_runs(reader: &mut ByteReader, count: u64) -> Result<(Vec<i64>, Vec<i64>)> {
     let run_count = reader.len()?;
     let starts = decode_with(reader, PLAIN_CODECS)?;
     let lengths_minus_one = decode_with(reader, PLAIN_CODECS)?;
@@ -539,11 +549,7 @@ fn decode_runs(reader: &mut ByteReader, count: u64) -> Result<Vec<i64>> {
     if total != count {
         return Err(decode_err("run lengths do not add up to the count"));
     }
-    let mut values = try_vec(count)?;
-    for (&start, &length) in starts.iter().zip(&lengths_minus_one) {
-        values.extend((0..=length).map(|k| start.wrapping_add(k)));
-    }
-    Ok(values)
+    Ok((starts, lengths_minus_one))
 }
 
 fn decode_bitmap(reader: &mut ByteReader, count: u64) -> Result<Vec<i64>> {
@@ -589,6 +595,27 @@ pub(crate) fn decode_bitset(reader: &mut ByteReader, universe: u64) -> Result<Bi
         return Ok(set);
     }
     reader.check_len(universe)?; // the set will take universe / 8 bytes
+    if reader.peek_u8()? == Codec::Runs as u8 {
+        // Runs fill whole words at a time; their positions are never listed.
+        reader.u8()?;
+        let count = reader.len()?;
+        let (starts, lengths_minus_one) = read_runs(reader, count)?;
+        let mut next_free = 0i64;
+        let mut ranges = Vec::with_capacity(starts.len());
+        for (&start, &length) in starts.iter().zip(&lengths_minus_one) {
+            let end = start
+                .checked_add(length)
+                .filter(|&last| start >= next_free && (last as u64) < universe);
+            let Some(last) = end else {
+                return Err(decode_err(format!(
+                    "kept runs are not sorted disjoint ranges in [0, {universe})"
+                )));
+            };
+            ranges.push((start as u64, last as u64 + 1));
+            next_free = last + 1;
+        }
+        return Ok(Bitset::from_ranges(ranges.into_iter(), universe));
+    }
     let positions = decode_ints(reader)?;
     if positions.iter().any(|&p| p < 0 || p as u64 >= universe)
         || positions.windows(2).any(|w| w[0] >= w[1])

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use crate::bitset::Bitset;
 use crate::error::{invalid, CoreError, Result};
 use crate::search::{
-    gallop, group_csr, is_strictly_increasing, sorted_unique, sorted_unique_of, union_of_groups,
-    Csr,
+    gallop, group_csr, is_non_decreasing, is_strictly_increasing, sorted_unique, sorted_unique_of,
+    union_of_groups, Csr,
 };
 
 /// The kinds of row map.
@@ -231,16 +231,27 @@ impl RowMap {
         }
         check_rows("output", out_rows, n_out)?;
         check_rows("input", in_rows, n_in)?;
-        let by_out = group_csr(out_rows, n_out)?;
-        let rows = by_out
-            .rows
-            .iter()
-            .map(|&pair| in_rows[pair as usize])
-            .collect();
-        let by_out = normalize_groups(Csr {
-            offsets: by_out.offsets,
-            rows,
-        });
+        let grouped = if is_non_decreasing(out_rows) {
+            // Already grouped by output (a join emits its rows in order): only count them.
+            let mut counts = vec![0i64; n_out as usize];
+            out_rows.iter().for_each(|&o| counts[o as usize] += 1);
+            Csr {
+                offsets: counts_to_offsets(counts)?,
+                rows: in_rows.to_vec(),
+            }
+        } else {
+            let by_out = group_csr(out_rows, n_out)?;
+            let rows = by_out
+                .rows
+                .iter()
+                .map(|&pair| in_rows[pair as usize])
+                .collect();
+            Csr {
+                offsets: by_out.offsets,
+                rows,
+            }
+        };
+        let by_out = normalize_groups(grouped);
         Ok(RowMap::from_pair_csr(by_out, n_in))
     }
 
