@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,6 +190,12 @@ def test_bytes_round_trip(case):
     assert decoded == case.map
     assert decoded.kind == case.map.kind
     assert all_pairs(decoded) == case.pairs
+
+
+@SETTINGS
+@given(cases())
+def test_pickle_round_trip(case):
+    assert pickle.loads(pickle.dumps(case.map)) == case.map
 
 
 @SETTINGS

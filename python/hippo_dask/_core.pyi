@@ -7,6 +7,7 @@ every O(n) call releases the GIL. Errors are the classes of :mod:`hippo_dask.err
 :class:`~hippo_dask.errors.QueryError` for rows outside the queried side.
 """
 
+from collections.abc import Callable
 from typing import final
 
 import numpy as np
@@ -432,3 +433,13 @@ class RowMap:
 
     def __eq__(self, other: object) -> bool: ...
     def __repr__(self) -> str: ...
+    def __reduce__(self) -> tuple[Callable[[bytes], RowMap], tuple[bytes]]:
+        """Pickle support: a map pickles as its :meth:`to_bytes`.
+
+        Examples
+        --------
+        >>> import pickle
+        >>> from hippo_dask._core import RowMap
+        >>> pickle.loads(pickle.dumps(RowMap.window(10, 3))) == RowMap.window(10, 3)
+        True
+        """

@@ -264,6 +264,15 @@ impl PyRowMap {
         py.detach(|| self.map.nbytes())
     }
 
+    /// Pickles as its bytes, so maps travel between Dask workers like any value.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
+        let from_bytes = py.get_type::<PyRowMap>().getattr("from_bytes")?;
+        Ok((from_bytes, (self.to_bytes(py),)))
+    }
+
     fn __repr__(&self) -> String {
         self.map.to_string()
     }
