@@ -469,7 +469,8 @@ class Tracked:
             if self.is_dask:  # columns of a side that may be absent, typed as pandas types them with holes
                 sides = {"left": (1,), "right": (0,), "outer": (0, 1)}[how]
                 for c, srcs in colmap.items():
-                    if all(k in sides for k, _ in srcs):
+                    from_sides = {k for k, _ in srcs}
+                    if len(from_sides) == 1 and from_sides <= set(sides):  # a shared key is never missing
                         dtype = data._meta[c].dtype
                         if P.nullable_dtype(dtype) != dtype:
                             casts[c] = P.nullable_dtype(dtype)

@@ -136,7 +136,7 @@ class SlotRows:
     @staticmethod
     def from_arrays(arrays: Mapping[str, np.ndarray], slots: Sequence[str]) -> "SlotRows":
         n = len(next(iter(arrays.values()))) if arrays else 0
-        values = np.empty((n, len(slots)), dtype=np.int64)
+        values = np.empty((n, len(slots)), dtype=np.int64, order="F")  # contiguous columns: fast scans
         for i, s in enumerate(slots):
             values[:, i] = arrays[s]
         return SlotRows(tuple(slots), values)
@@ -267,9 +267,10 @@ class Lineage:
             data[GROUP_ID] = joined[GROUP_ID]
             for slot, counts in self._slot_source_counts(parent).items():
                 data[hidden(slot)] = ids_to_positions(data[hidden(slot)], counts)
-            table = SlotRows.from_arrays({s: data[hidden(s)] for s in parent.slots} | {GROUP_ID: data[GROUP_ID]},
-                                         list(parent.slots) + [GROUP_ID]).unique()
-            self._members[node.id] = (table.project({s: s for s in parent.slots}), table.column(GROUP_ID).copy())
+            # Fragments may repeat rows (a partial compute, another partitioning): harmless, as
+            # every query dedupes what it takes, so no O(n log n) dedupe of the whole table here.
+            members = SlotRows.from_arrays({s: data[hidden(s)] for s in parent.slots}, list(parent.slots))
+            self._members[node.id] = (members, data[GROUP_ID])
         return self._members[node.id]
 
     # ------------------------------------------------------------------ validation
@@ -359,7 +360,7 @@ class Lineage:
             return t.take(t.column(node.new_slot) == k).project(node.slot_from[k]).unique()
         if node.op == "groupby":
             members, gids = self.members(node)
-            return members.take(_core.isin_sorted(_sorted_unique(t.column(node.new_slot)), gids))
+            return members.take(_core.isin_sorted(_sorted_unique(t.column(node.new_slot)), gids)).unique()
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
 
     # ------------------------------------------------------------------ forward
