@@ -1,8 +1,9 @@
 """Computing a tracked frame: the result, plus its lineage committed to the store.
 
-For Dask, every result partition is finished by a task on a worker: it strips
-the hidden columns, turns source ids into source positions, writes its slot
-arrays as a fragment and returns the clean rows. Group memberships were
+For Dask, the result is gathered into one partition (as ``DataFrame.compute``
+does) and finished by a task on a worker: it strips the hidden columns, turns
+source ids into source positions, writes the slot arrays as a fragment and
+returns the clean rows. Group memberships were
 already written by the tasks that computed them. The driver then writes the
 manifest, last and atomically, naming every fragment with its checksum.
 """
@@ -10,6 +11,7 @@ manifest, last and atomically, naming every fragment with its checksum.
 from __future__ import annotations
 
 import posixpath
+import sys
 import time
 from importlib import metadata
 from typing import Any
@@ -38,14 +40,32 @@ def _versions() -> dict[str, str]:
 
 def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
     """Compute ``tracked``; return the clean pandas result and the committed run id."""
-    if tracked.is_dask and compute_kwargs.get("scheduler") is not None:
-        import dask
-
-        # Optimizing the graph may itself compute (sort_values computes its divisions):
-        # that must run on the scheduler the caller chose too, not on local threads.
-        with dask.config.set(scheduler=compute_kwargs["scheduler"]):
-            return _compute(tracked, **compute_kwargs)
     return _compute(tracked, **compute_kwargs)
+
+
+def _optimizing_scheduler(compute_kwargs: dict[str, Any]) -> Any:
+    """The scheduler that may run while the graph is optimized (sort_values computes
+    its partition boundaries then).
+
+    Normally the one the caller chose, so workers do that work too. Not a
+    ``distributed`` scheduler running inside this process (``LocalCluster``): it
+    materializes that boundary graph in a thread of its own, which on Python
+    3.11 blocks on the class-wide lock of ``functools.cached_property`` that the
+    optimizing thread holds, and the two wait for each other forever (the hang
+    DESIGN section 4 measured). Local threads compute those boundaries instead.
+    """
+    scheduler = compute_kwargs.get("scheduler")
+    if scheduler is None:
+        try:
+            from distributed import default_client
+
+            scheduler = default_client()
+        except (ImportError, ValueError):
+            return None
+    cluster = getattr(scheduler, "cluster", None)
+    if getattr(cluster, "scheduler", None) is not None and sys.version_info < (3, 12):
+        return "threads"
+    return scheduler
 
 
 def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
@@ -55,11 +75,7 @@ def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str
     # every source of the pipeline, including those whose slots a group-by consumed
     source_slots = dict(tracked.sources)
 
-    by_source: dict[str, list[str]] = {}  # source node id -> its slot columns in the result
-    infos = {}
-    for col, info in source_slots.items():
-        by_source.setdefault(info.node.id, []).append(col)
-        infos[info.node.id] = info
+    infos = {info.node.id: info for info in source_slots.values()}  # source node id -> source
     names = [info.name for info in infos.values()]
     if len(set(names)) != len(names):
         raise LineageError(
@@ -67,6 +83,7 @@ def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str
             "give each .source() a unique name"
         )
 
+    result_path = _join(run_dir, "result-00000.hippo")
     if tracked.is_dask:
         import dask
 
@@ -75,20 +92,18 @@ def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str
             for nid, info in infos.items()
         }
         counts = {col: node_counts[info.node.id] for col, info in source_slots.items() if col in tracked.data.columns}
-        finished = [
-            dask.delayed(P.finish_partition)(part, counts, _join(run_dir, f"result-{i:05d}.hippo"))
-            for i, part in enumerate(tracked.data.to_delayed())
-        ]
-        finished, node_counts = dask.compute(finished, node_counts, **compute_kwargs)
-        pieces = [frame for frame, _ in finished]
-        fragments = [info for _, info in finished]
-        non_empty = [p for p in pieces if len(p)]
-        result = pd.concat(non_empty) if len(non_empty) > 1 else (non_empty[0] if non_empty else pieces[0])
+        # One partition, as DataFrame.compute() does: the result is gathered into one pandas
+        # frame anyway, and a final sort_values then sorts in place instead of computing the
+        # whole pipeline once more for its partition boundaries. A worker finishes it.
+        with dask.config.set(scheduler=_optimizing_scheduler(compute_kwargs)):
+            (whole,) = tracked.data.repartition(npartitions=1).to_delayed()
+        finished = dask.delayed(P.finish_partition)(whole, counts, result_path)
+        (result, fragment), node_counts = dask.compute(finished, node_counts, **compute_kwargs)
     else:
         node_counts = {nid: list(info.counts) for nid, info in infos.items()}
         counts = {col: node_counts[info.node.id] for col, info in source_slots.items() if col in tracked.data.columns}
-        result, fragment = P.finish_partition(tracked.data, counts, _join(run_dir, "result-00000.hippo"))
-        fragments = [fragment]
+        result, fragment = P.finish_partition(tracked.data, counts, result_path)
+    fragments = [fragment]
 
     nodes = ancestors(tracked.node)
     groups = {}
