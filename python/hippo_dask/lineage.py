@@ -26,12 +26,11 @@ import pandas as pd
 
 from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError
-from .partition import GROUP_ID, SPLIT_HIGH, SPLIT_LOW, ids_to_positions, join_split_ids
+from .partition import GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, positions_from_halves
 from .plan import MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
 
-@dataclass(frozen=True)
 class TraceSet:
     """The lineage found in one frame (a source, or the result).
 
@@ -40,18 +39,43 @@ class TraceSet:
     rows : numpy.ndarray of int64
         Sorted unique 0-based row positions.
     cells : pandas.DataFrame
-        Columns ``row`` (int64) and ``column`` (str), sorted, one line per cell.
+        Columns ``row`` (int64) and ``column`` (str), sorted by row then column,
+        one line per cell. Built on first access: a wide trace can hold tens of
+        millions of cells, and many callers only need ``rows``.
     """
 
-    rows: np.ndarray
-    cells: pd.DataFrame
+    __slots__ = ("rows", "_by_column", "_cells")
+
+    def __init__(self, rows: np.ndarray, by_column: Mapping[str, np.ndarray]) -> None:
+        self.rows = rows
+        self._by_column = dict(by_column)  # column -> sorted unique rows
+        self._cells: pd.DataFrame | None = None
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        if self._cells is None:
+            names = sorted(self._by_column)
+            if names:
+                # one int64 key per cell, ordered like (row, column name): sorted at once
+                keys = np.sort(np.concatenate([self._by_column[c] * len(names) + i for i, c in enumerate(names)]))
+                rows, codes = np.divmod(keys, len(names))
+                column = pd.array(np.asarray(names, dtype=object)[codes], dtype=str)
+            else:
+                rows, column = np.array([], dtype=np.int64), pd.array([], dtype=str)
+            self._cells = pd.DataFrame({"row": rows, "column": column})
+        return self._cells
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells, without building :attr:`cells`."""
+        return sum(len(v) for v in self._by_column.values())
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __repr__(self) -> str:
         shown = ", ".join(map(str, self.rows[:8])) + (", ..." if len(self.rows) > 8 else "")
-        return f"TraceSet(rows=[{shown}] ({len(self.rows)}), cells={len(self.cells)})"
+        return f"TraceSet(rows=[{shown}] ({len(self.rows)}), cells={self.n_cells})"
 
 
 class Trace(Mapping[str, TraceSet]):
@@ -77,18 +101,16 @@ class Trace(Mapping[str, TraceSet]):
         return f"Trace({{{inner}}})"
 
 
-def _trace_set(row_parts: list[np.ndarray], cell_parts: list[tuple[np.ndarray, str]]) -> TraceSet:
-    names = sorted({c for _, c in cell_parts})
-    code = {c: i for i, c in enumerate(names)}
-    if cell_parts:
-        # one int64 key per cell, ordered like (row, column name): unique and sorted at once
-        keys = np.unique(np.concatenate([p.astype(np.int64) * len(names) + code[c] for p, c in cell_parts]))
-        rows_of_cells, codes = np.divmod(keys, len(names))
-        cells = pd.DataFrame({"row": rows_of_cells, "column": pd.array(np.asarray(names, dtype=object)[codes], dtype=str)})
-    else:
-        cells = pd.DataFrame({"row": np.array([], dtype=np.int64), "column": pd.array([], dtype=str)})
-    rows = np.unique(np.concatenate(row_parts)).astype(np.int64) if row_parts else np.array([], dtype=np.int64)
-    return TraceSet(rows, cells)
+def _trace_set(rows: np.ndarray | None, cell_parts: list[tuple[np.ndarray, str]]) -> TraceSet:
+    """A TraceSet from per-column sorted unique rows; ``rows=None``: the rows of those cells."""
+    by_column: dict[str, np.ndarray] = {}
+    for part, column in cell_parts:
+        part = part.astype(np.int64, copy=False)
+        by_column[column] = part if column not in by_column else np.union1d(by_column[column], part)
+    if rows is None:
+        parts = list(by_column.values())
+        rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else (parts[0] if parts else np.array([], dtype=np.int64))
+    return TraceSet(rows.astype(np.int64, copy=False), by_column)
 
 
 def _sorted_unique(values: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -181,6 +203,7 @@ class Lineage:
         self._source_by_node = {info["node"]: name for name, info in self._sources.items()}
         self._result_slots: SlotRows | None = None
         self._members: dict[str, tuple[SlotRows, np.ndarray]] = {}
+        self._group_index: dict[str, tuple[pd.Index, _core.RowMap]] = {}
 
     # ------------------------------------------------------------------ facts
     @property
@@ -254,24 +277,50 @@ class Lineage:
         if node.id not in self._members:
             parent = node.inputs[0]
             directory = self.store.fragment_dir(node.id)
-            keys = [hidden(s) + half for s in parent.slots for half in (SPLIT_HIGH, SPLIT_LOW)] + [GROUP_ID]
-            pieces: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+            source_counts = self._slot_source_counts(parent)
+            fragments = []
             for name in self._manifest["group_fragments"].get(node.id, []):
-                arrays = self._load(_join(directory, name), name.split(".")[0])
-                for k in keys:
-                    if k not in arrays:
-                        raise CorruptRunError(f"{_join(directory, name)}: a membership fragment lacks {k!r}")
-                    pieces[k].append(arrays[k])
-            joined = {k: (np.concatenate(p) if p else np.array([], dtype=np.int64)) for k, p in pieces.items()}
-            data = {hidden(s): join_split_ids(joined[hidden(s) + SPLIT_HIGH], joined[hidden(s) + SPLIT_LOW]) for s in parent.slots}
-            data[GROUP_ID] = joined[GROUP_ID]
-            for slot, counts in self._slot_source_counts(parent).items():
-                data[hidden(slot)] = ids_to_positions(data[hidden(slot)], counts)
+                url = _join(directory, name)
+                arrays = self._load(url, name.split(".")[0])
+                for key in [hidden(s) + half for s in parent.slots for half in (SPLIT_HIGH, SPLIT_LOW)] + [GROUP_ID]:
+                    if key not in arrays or len(arrays[key]) != len(arrays[GROUP_ID]):
+                        raise CorruptRunError(f"{url}: a membership fragment lacks {key!r} or has ragged arrays")
+                fragments.append(arrays)
+            # Fill one preallocated column per slot, fragment by fragment: at millions of
+            # members, temporaries (concatenate, then join, then convert) cost more than decoding.
+            n = sum(len(a[GROUP_ID]) for a in fragments)
+            values = np.empty((n, len(parent.slots)), dtype=np.int64, order="F")
+            gids = np.empty(n, dtype=np.int64)
+            start = 0
+            for arrays in fragments:
+                stop = start + len(arrays[GROUP_ID])
+                for i, slot in enumerate(parent.slots):
+                    high, low = arrays[hidden(slot) + SPLIT_HIGH], arrays[hidden(slot) + SPLIT_LOW]
+                    column = values[start:stop, i]
+                    if slot in source_counts:
+                        positions_from_halves(high, low, source_counts[slot], out=column)
+                    else:
+                        np.left_shift(high, OFFSET_BITS, out=column)
+                        column |= low
+                gids[start:stop] = arrays[GROUP_ID]
+                start = stop
             # Fragments may repeat rows (a partial compute, another partitioning): harmless, as
             # every query dedupes what it takes, so no O(n log n) dedupe of the whole table here.
-            members = SlotRows.from_arrays({s: data[hidden(s)] for s in parent.slots}, list(parent.slots))
-            self._members[node.id] = (members, data[GROUP_ID])
+            self._members[node.id] = (SlotRows(tuple(parent.slots), values), gids)
         return self._members[node.id]
+
+    def group_index(self, node: Node) -> tuple[pd.Index, _core.RowMap]:
+        """Group ids -> dense codes (a hash index), and the member -> group map over codes.
+
+        Built once per group-by (hash factorize, then a counting sort inside the Rust
+        group map), so a backward step costs the size of the groups it asks for, not a
+        scan of every member.
+        """
+        if node.id not in self._group_index:
+            _, gids = self.members(node)
+            codes, uniques = pd.factorize(gids)
+            self._group_index[node.id] = (pd.Index(uniques), _core.RowMap.group(codes.astype(np.int64), len(uniques)))
+        return self._group_index[node.id]
 
     # ------------------------------------------------------------------ validation
     @staticmethod
@@ -343,9 +392,8 @@ class Lineage:
                         target[in_col] = t_in if in_col not in target else target[in_col].union(t_in)
         sets = {}
         for name, (row_parts, cell_parts) in found.items():
-            if cols is not None:
-                row_parts = [p for p, _ in cell_parts]
-            sets[name] = _trace_set(row_parts, cell_parts)
+            rows = None if cols is not None else (np.unique(np.concatenate(row_parts)) if row_parts else np.array([], dtype=np.int64))
+            sets[name] = _trace_set(rows, cell_parts)
         return Trace(sets)
 
     def _backward_step(self, node: Node, k: int, t: SlotRows) -> SlotRows:
@@ -359,8 +407,10 @@ class Lineage:
         if node.op == "concat":
             return t.take(t.column(node.new_slot) == k).project(node.slot_from[k]).unique()
         if node.op == "groupby":
-            members, gids = self.members(node)
-            return members.take(_core.isin_sorted(_sorted_unique(t.column(node.new_slot)), gids)).unique()
+            members, _ = self.members(node)
+            index, by_group = self.group_index(node)
+            codes = index.get_indexer(_sorted_unique(t.column(node.new_slot)))
+            return members.take(by_group.backward(np.sort(codes[codes >= 0]).astype(np.int64))).unique()
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
 
     # ------------------------------------------------------------------ forward
@@ -412,16 +462,21 @@ class Lineage:
                 state[current.id] = {c: _merge_atoms(a) for c, a in produced.items()}
         final = state.get(self._result.id, {})
         slots = self.result_slots()
-        row_parts, cell_parts = [], []
+        any_cell = np.zeros(len(slots), dtype=bool)
+        row_mask = np.zeros(len(slots), dtype=bool)
+        cell_parts = []
+        evaluated: dict[tuple, np.ndarray] = {}  # columns often share one predicate
         for col, atoms in final.items():
-            hit = np.flatnonzero(_evaluate(atoms, slots))
+            key = tuple((slot, conds, ids.size, hash(ids.tobytes())) for slot, ids, conds in atoms)
+            if key not in evaluated:
+                evaluated[key] = _evaluate(atoms, slots)
+            mask = evaluated[key]
             if col == ROW:
-                row_parts.append(hit)
+                row_mask |= mask
             else:
-                cell_parts.append((hit, col))
-        if cols is not None:
-            row_parts = [p for p, _ in cell_parts]
-        return _trace_set(row_parts, cell_parts)
+                any_cell |= mask
+                cell_parts.append((np.flatnonzero(mask), col))
+        return _trace_set(np.flatnonzero(row_mask if cols is None else any_cell), cell_parts)
 
     def _forward_step(self, node: Node, k: int, atoms: list[Atom]) -> list[Atom]:
         if node.op in ONE_TO_ONE:

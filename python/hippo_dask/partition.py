@@ -65,14 +65,28 @@ def source_ids(partition_index: int, n: int) -> np.ndarray:
 
 def ids_to_positions(ids: np.ndarray, counts: Sequence[int]) -> np.ndarray:
     """Source row ids -> 0-based positions in the whole source (``MISSING`` kept)."""
-    prefix = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(np.asarray(counts, dtype=np.int64), out=prefix[1:])
     ids = np.asarray(ids, dtype=np.int64)
-    present = ids != MISSING
-    parts = np.where(present, ids >> OFFSET_BITS, 0)
-    if present.any() and parts[present].max() >= len(counts):
+    return positions_from_halves(ids >> OFFSET_BITS, ids & _OFFSET_MASK, counts)
+
+
+def positions_from_halves(high: np.ndarray, low: np.ndarray, counts: Sequence[int],
+                          out: np.ndarray | None = None) -> np.ndarray:
+    """Source ids split into (partition, offset) halves -> positions, in two passes.
+
+    ``table[p]`` is the number of rows before partition ``p``; its extra last entry
+    answers ``high == -1`` (a ``MISSING`` id, whose low half is all ones) with
+    ``MISSING``, so no mask or ``where`` pass is needed.
+    """
+    table = np.empty(len(counts) + 1, dtype=np.int64)
+    table[0] = 0
+    if len(counts) > 1:
+        np.cumsum(np.asarray(counts, dtype=np.int64)[:-1], out=table[1:-1])
+    table[-1] = MISSING - _OFFSET_MASK
+    if len(high) and (high.max() >= len(counts) or high.min() < -1):
         raise LineageError("a source row id names a partition the source does not have")
-    return np.where(present, prefix[parts] + (ids & _OFFSET_MASK), MISSING)
+    out = np.take(table, high, out=out)
+    out += low
+    return out
 
 
 def attach_source(part: pd.DataFrame, column: str, partition_index: int) -> pd.DataFrame:
@@ -337,11 +351,6 @@ def membership_arrays(part: pd.DataFrame, keys: Sequence[str]) -> dict[str, np.n
         arrays[c + SPLIT_LOW] = ids & _OFFSET_MASK
     arrays[GROUP_ID] = group_ids(part[list(keys)])
     return arrays
-
-
-def join_split_ids(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """Inverse of the split in :func:`membership_arrays`."""
-    return (high << OFFSET_BITS) | low
 
 
 def record_membership(part: pd.DataFrame, keys: Sequence[str], fragment_dir: str) -> pd.DataFrame:
