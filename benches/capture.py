@@ -11,13 +11,16 @@ from the driver; "peak" is the sum of per-process peaks. Each hippo run writes t
 fresh store under /tmp/hippo_bench/stores/; its bytes are broken down per file kind and
 per slot array. Results also go to /tmp/hippo_bench/capture_n<N>.json.
 
-Options: ``--delayed`` adds a third variant, ``plain_delayed``: the plain pipeline computed
-the way hippo's ``compute()`` computes (``dask.compute(*frame.to_delayed())``), which
-separates the cost of that compute path from the cost of capture proper.
+Options: ``--delayed`` adds a variant ``plain_delayed``: the plain pipeline computed the way
+hippo's ``compute()`` computed before f95ea39 (``dask.compute(*frame.to_delayed())``).
+``--opaque`` adds ``plain_opaque``: the plain pipeline with its filters and assign as opaque
+``map_partitions`` (as hippo runs them), which separates the cost of losing dask-expr's
+projection pushdown from the cost of capture proper.
 ``--profile`` runs one hippo and one plain run with cProfile on the driver and
 ``client.profile()`` (distributed's statistical sampler) for the workers, saved under
 /tmp/hippo_bench/prof/, and prints the top driver functions and the workers' hottest frames
-(bokeh is not installed, so no HTML performance report).
+(bokeh is not installed, so no HTML performance report), and the task stream summed per
+key prefix (compute / transfer / disk seconds).
 """
 
 from __future__ import annotations
@@ -76,6 +79,24 @@ def _warm():
     return os.getpid()
 
 
+def task_stream_summary(records) -> dict:
+    """Task stream per key prefix: tasks, compute seconds, transfer seconds, disk seconds."""
+    from dask.utils import key_split
+
+    prefixes: dict[str, dict] = {}
+    busy: dict[str, float] = {}
+    for r in records:
+        rec = prefixes.setdefault(key_split(r["key"]), {"tasks": 0, "compute": 0.0, "transfer": 0.0, "disk": 0.0})
+        rec["tasks"] += 1
+        for s in r.get("startstops", ()):
+            d = s["stop"] - s["start"]
+            kind = "transfer" if s["action"] == "transfer" else "disk" if "disk" in s["action"] else "compute"
+            rec[kind] += d
+            if kind == "compute":
+                busy[r.get("worker", "?")] = busy.get(r.get("worker", "?"), 0.0) + d
+    return {"prefixes": prefixes, "worker_compute": busy}
+
+
 def child(n: int, variant: str, store: str | None, profile_dir: str | None) -> dict:
     import dask
     from distributed import Client, LocalCluster
@@ -92,8 +113,14 @@ def child(n: int, variant: str, store: str | None, profile_dir: str | None) -> d
             sampler.peak[pid] = 0
         sampler.start()
         prof = None
+        ts_ctx = None
         if profile_dir:
             import cProfile
+
+            from distributed import get_task_stream
+
+            ts_ctx = get_task_stream(client)
+            ts_ctx.__enter__()
 
             os.makedirs(profile_dir, exist_ok=True)
             prof = cProfile.Profile()
@@ -107,7 +134,10 @@ def child(n: int, variant: str, store: str | None, profile_dir: str | None) -> d
         elif variant == "plain":
             result = refpipe.plain_pipeline(events, users).compute()
             run_id = None
-        else:  # plain_delayed: plain pipeline computed the way hippo's compute() does (to_delayed)
+        elif variant == "plain_opaque":
+            result = refpipe.plain_opaque_pipeline(events, users).compute()
+            run_id = None
+        else:  # plain_delayed: plain pipeline computed via to_delayed (hippo's compute() before f95ea39)
             import pandas as pd
 
             result = pd.concat(dask.compute(*refpipe.plain_pipeline(events, users).to_delayed()))
@@ -120,6 +150,9 @@ def child(n: int, variant: str, store: str | None, profile_dir: str | None) -> d
             wprof = client.profile(start=time.time() - wall - 1)
             with open(os.path.join(profile_dir, f"workers-{variant}-n{n}.json"), "w") as f:
                 json.dump(wprof, f)
+            ts_ctx.__exit__(None, None, None)
+            with open(os.path.join(profile_dir, f"taskstream-{variant}-n{n}.json"), "w") as f:
+                json.dump(task_stream_summary(ts_ctx.data), f, indent=1)
         sampler.stop.set()
         sampler.join()
         sampler.sample()
@@ -245,6 +278,19 @@ def print_profile(profile_dir: str, n: int) -> None:
                 print(f"  {100 * c / all_count:5.1f}%  {name}")
 
 
+def print_task_stream(profile_dir: str, n: int) -> None:
+    for variant in ("hippo", "plain"):
+        with open(os.path.join(profile_dir, f"taskstream-{variant}-n{n}.json")) as f:
+            ts = json.load(f)
+        tot = sum(v["compute"] for v in ts["prefixes"].values())
+        print(f"\n--- task stream, {variant}: compute {tot:.2f} s over both workers "
+              f"(per worker: {', '.join(f'{v:.2f}' for v in ts['worker_compute'].values())}) ---")
+        print("| prefix | tasks | compute (s) | transfer (s) | disk (s) |")
+        print("|---|---|---|---|---|")
+        for k, v in sorted(ts["prefixes"].items(), key=lambda kv: -kv[1]["compute"])[:25]:
+            print(f"| {k} | {v['tasks']} | {v['compute']:.2f} | {v['transfer']:.2f} | {v['disk']:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=float, default=1e6)
@@ -254,6 +300,8 @@ def main() -> None:
     ap.add_argument("--profile-dir")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--delayed", action="store_true", help="also run plain_delayed (plain via to_delayed)")
+    ap.add_argument("--opaque", action="store_true",
+                    help="also run plain_opaque (filters/assign as map_partitions: no projection pushdown)")
     args = ap.parse_args()
     n = int(args.n)
     if args.child:
@@ -271,6 +319,7 @@ def main() -> None:
         p = spawn(n, "plain", None, pdir)
         print(f"profiled walls: hippo {h['wall']:.2f} s, plain {p['wall']:.2f} s (profiling on)")
         print_profile(pdir, n)
+        print_task_stream(pdir, n)
         return
 
     print(f"reference pipeline, N={n:,} events, {n // 100:,} users; load before: {os.getloadavg()}")
@@ -280,6 +329,8 @@ def main() -> None:
         order = ("plain", "hippo") if i % 2 == 0 else ("hippo", "plain")
         if args.delayed:
             order = order + ("plain_delayed",) if i % 2 == 0 else ("plain_delayed",) + order
+        if args.opaque:
+            order = order + ("plain_opaque",) if i % 2 == 0 else ("plain_opaque",) + order
         for variant in order:
             store = None
             if variant == "hippo":
@@ -319,6 +370,12 @@ def main() -> None:
         walls_d = ", ".join("%.2f" % r["wall"] for r in pdl)
         print(f"\nplain_delayed (plain pipeline, computed via to_delayed like hippo's compute()): median {wd:.2f} s "
               f"({walls_d}); plain_delayed / plain = {wd / wp:.3f}; hippo / plain_delayed = {wh / wd:.3f}")
+    pop = [r for r in runs if r["variant"] == "plain_opaque"]
+    if pop:
+        wo = statistics.median(r["wall"] for r in pop)
+        walls_o = ", ".join(f"{r['wall']:.2f}" for r in pop)
+        print(f"\nplain_opaque (plain pipeline, filters/assign as map_partitions: no projection pushdown): median "
+              f"{wo:.2f} s ({walls_o}); plain_opaque / plain = {wo / wp:.3f}; hippo / plain_opaque = {wh / wo:.3f}")
     loads = [r["loadavg"][0] for r in runs]
     print(f"1-min load average at the end of each run: min {min(loads):.2f}, max {max(loads):.2f} "
           "(2 cores; the benchmark itself runs 2 workers + driver + scheduler)")

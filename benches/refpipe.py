@@ -113,6 +113,37 @@ def plain_pipeline(events, users):
     return d[SELECT]
 
 
+def _filter_amount(p: pd.DataFrame) -> pd.DataFrame:
+    return p[p["amount"] > 0]
+
+
+def _assign_label(p: pd.DataFrame) -> pd.DataFrame:
+    return p.assign(label=p["amount"] > p["mean_amount"])
+
+
+def _filter_category(p: pd.DataFrame) -> pd.DataFrame:
+    return p[p["category"].isin(KEEP)]
+
+
+def plain_opaque_pipeline(events, users):
+    """The plain Dask pipeline with its filters and assign as opaque ``map_partitions``,
+    like hippo's partition functions: dask-expr can then no longer push the final column
+    selection down into the merges (and the users read). Isolates that cost from capture."""
+    d = events.dropna(subset=["f1", "f2"])
+    d = d.map_partitions(_filter_amount)
+    d = d.map_partitions(features)
+    d = d.merge(users, on="user_id")
+    g = d.groupby("user_id").agg(
+        n_events=("event_id", "count"), mean_amount=("amount", "mean"), max_feat=("feat_a", "max")
+    ).reset_index()
+    g = g.map_partitions(_same, meta=g._meta)
+    d = d.merge(g, on="user_id")
+    d = d.map_partitions(_assign_label)
+    d = d.map_partitions(_filter_category)
+    d = d.sort_values("ts")
+    return d[SELECT]
+
+
 def hippo_pipeline(events, users):
     """The same pipeline with ``.hippo`` (lineage captured)."""
     import hippo_dask  # noqa: F401  (registers the accessor)
