@@ -51,3 +51,22 @@ def test_random_pipelines_on_worker_processes(store, client, frames, steps):
     result = t.hippo.compute(scheduler=client)
     assert hippo_records(result) == oracle_records(o)
     check_forward(result, o, {"a": a, "b": b}, samples=2)
+
+
+def test_sort_between_shuffles_on_worker_processes(store, client):
+    """A sort whose boundaries Dask computes while optimizing, after a p2p merge: no hang, right lineage."""
+    import numpy as np
+    import pandas as pd
+
+    from oracle import OracleFrame
+
+    a = pd.DataFrame({"k": np.arange(600) % 25, "x": np.arange(600)[::-1]})
+    b = pd.DataFrame({"k": np.arange(25), "w": np.arange(25) * 2})
+    with dask.config.set({"dataframe.shuffle.method": "p2p"}):
+        ta = dd.from_pandas(a, npartitions=4).hippo.source("a")
+        tb = dd.from_pandas(b, npartitions=3).hippo.source("b")
+        t = ta.hippo.merge(tb, on="k").hippo.sort_values("x").hippo.groupby("k").agg(s=("w", "sum"), n=("x", "size"))
+        result = t.hippo.compute(scheduler=client)
+    expected = OracleFrame.source(a, "a").merge(OracleFrame.source(b, "b"), "inner", ["k"]).groupby_agg(
+        ["k"], {"s": ("w", "sum"), "n": ("x", "size")})
+    assert hippo_records(result) == oracle_records(expected)

@@ -10,6 +10,7 @@ manifest, last and atomically, naming every fragment with its checksum.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import sys
 import time
@@ -43,29 +44,43 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
     return _compute(tracked, **compute_kwargs)
 
 
-def _optimizing_scheduler(compute_kwargs: dict[str, Any]) -> Any:
-    """The scheduler that may run while the graph is optimized (sort_values computes
-    its partition boundaries then).
+class _NoLock:
+    """Stands in for the lock Python 3.11's cached_property takes."""
 
-    Normally the one the caller chose, so workers do that work too. Not a
-    ``distributed`` scheduler running inside this process (``LocalCluster``): it
-    materializes that boundary graph in a thread of its own, which on Python
-    3.11 blocks on the class-wide lock of ``functools.cached_property`` that the
-    optimizing thread holds, and the two wait for each other forever (the hang
-    DESIGN section 4 measured). Local threads compute those boundaries instead.
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _release_cached_property_locks() -> None:
+    """Drop the class-wide lock of ``functools.cached_property`` on Dask's expressions.
+
+    Optimizing a graph may compute (sort_values computes its partition boundaries
+    inside ``Expr.npartitions``, a cached property). On Python 3.11 that property's
+    lock is shared by every expression, so when the distributed scheduler runs in this
+    process (``LocalCluster``) and materializes the boundary graph in its own thread,
+    it blocks on the lock the optimizing thread holds, and both wait forever (the hang
+    DESIGN section 4 measured). Python 3.12 removed the lock for this reason; without
+    it a property may at worst be computed twice, harmless for Dask's pure ones.
     """
-    scheduler = compute_kwargs.get("scheduler")
-    if scheduler is None:
-        try:
-            from distributed import default_client
+    if sys.version_info >= (3, 12):
+        return
+    import functools
 
-            scheduler = default_client()
-        except (ImportError, ValueError):
-            return None
-    cluster = getattr(scheduler, "cluster", None)
-    if getattr(cluster, "scheduler", None) is not None and sys.version_info < (3, 12):
-        return "threads"
-    return scheduler
+    from dask._expr import Expr
+
+    pending, seen = [Expr], set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        for attribute in vars(cls).values():
+            if isinstance(attribute, functools.cached_property) and not isinstance(getattr(attribute, "lock", None), _NoLock):
+                attribute.lock = _NoLock()
 
 
 def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
@@ -95,7 +110,10 @@ def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str
         # One partition, as DataFrame.compute() does: the result is gathered into one pandas
         # frame anyway, and a final sort_values then sorts in place instead of computing the
         # whole pipeline once more for its partition boundaries. A worker finishes it.
-        with dask.config.set(scheduler=_optimizing_scheduler(compute_kwargs)):
+        _release_cached_property_locks()
+        scheduler = compute_kwargs.get("scheduler")
+        # optimizing may compute (sort boundaries): on the caller's scheduler, so workers do it
+        with dask.config.set(scheduler=scheduler) if scheduler is not None else contextlib.nullcontext():
             (whole,) = tracked.data.repartition(npartitions=1).to_delayed()
         finished = dask.delayed(P.finish_partition)(whole, counts, result_path)
         (result, fragment), node_counts = dask.compute(finished, node_counts, **compute_kwargs)
