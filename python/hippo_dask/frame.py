@@ -230,29 +230,24 @@ class Tracked:
                     "values computed outside hippo carry no lineage"
                 )
         probe = self._probe()
-        data = self.data
         sources: dict[str, list[str]] = {c: [c] for c in self.columns}
         for name, value in assignments.items():
-            if not callable(value):
+            if callable(value):
+                reads, out = P.infer_reads(value, probe)
+                if reads is None:
+                    reads = set(probe.columns)
+                sources[name] = sorted({s for c in reads for s in sources.get(c, [c])})
+                try:
+                    probe = probe.assign(**{name: out if out is not None else value(probe)})
+                except Exception:  # the probe is only for inference; fall back to "reads everything"
+                    probe = probe.assign(**{name: np.nan})
+            else:
                 sources[name] = []
                 probe = probe.assign(**{name: value})
-                data = data.assign(**{name: value})
-                continue
-            reads, _ = P.infer_reads(value, probe)
-            inputs = list(probe.columns) if reads is None else [c for c in probe.columns if c in reads]
-            sources[name] = sorted({s for c in inputs for s in sources.get(c, [c])})
-            # The function sees only the columns it reads: Dask can then push column
-            # projections through this step as through its own assign.
-            try:
-                sample = P.column_value(probe[inputs], value, name)
-            except Exception as exc:
-                raise LineageError(f"assign {name}=: the function failed on a sample partition ({exc!r})") from exc
-            probe = probe.assign(**{name: sample})
-            if self.is_dask:
-                series = data[inputs].map_partitions(P.column_value, value, name, meta=sample.iloc[:0])
-            else:
-                series = P.column_value(P.clean(data)[inputs], value, name)
-            data = data.assign(**{name: series})
+        if self.is_dask:
+            data = self.data.map_partitions(P.assign_partition, assignments, meta=self._user_meta(P.assign_partition, assignments))
+        else:
+            data = P.assign_partition(self.data, assignments)
         out_columns = list(self.columns) + [c for c in assignments if c not in self.columns]
         params = {name: (describe_function(v) if callable(v) else repr(v)) for name, v in assignments.items()}
         return self._derive(data, unary("assign", self.node, out_columns, {c: sources[c] for c in out_columns}, params))
@@ -262,15 +257,11 @@ class Tracked:
             raise LineageError(
                 "filter: pass a callable that takes a partition and returns a boolean mask, e.g. lambda p: p.amount > 0"
             )
-        reads, _ = P.infer_reads(predicate, self._probe())
-        inputs = list(self.columns) if reads is None else [c for c in self.columns if c in reads]
-        # The predicate sees only the columns it reads, and the rows are then selected by
-        # Dask's own boolean filter, so column projections still reach the source side.
         if self.is_dask:
-            mask = self.data[inputs].map_partitions(P.filter_mask, predicate, meta=pd.Series(dtype=bool, name="__hippo_mask"))
+            data = self.data.map_partitions(P.filter_partition, predicate, meta=self.data._meta)
         else:
-            mask = P.filter_mask(self.data[inputs], predicate)
-        data = self.data[mask]
+            data = P.filter_partition(self.data, predicate)
+        reads, _ = P.infer_reads(predicate, self._probe())
         params = {"predicate": describe_function(predicate), "reads": sorted(reads) if reads is not None else None}
         return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params))
 

@@ -240,34 +240,24 @@ def map_partition(
     return reattach(out, part)
 
 
-def filter_mask(part: pd.DataFrame, predicate: Callable) -> pd.Series:
-    """The boolean mask ``predicate`` gives over ``part`` (user columns only), checked."""
-    mask = predicate(part)
+def assign_partition(part: pd.DataFrame, assignments: Mapping[str, Any]) -> pd.DataFrame:
+    out = clean(part).assign(**assignments)
+    return reattach(out, part)
+
+
+def filter_partition(part: pd.DataFrame, predicate: Callable) -> pd.DataFrame:
+    user = clean(part)
+    mask = predicate(user)
     if isinstance(mask, pd.Series):
-        if not mask.index.equals(part.index):
+        if not mask.index.equals(user.index):
             raise LineageError("filter: the predicate returned a Series with another index; return one aligned with the partition")
         mask = mask.to_numpy()
     mask = np.asarray(mask)
-    if mask.shape != (len(part),) or mask.dtype != bool:
+    if mask.shape != (len(user),) or mask.dtype != bool:
         raise LineageError(
-            f"filter: the predicate must return one boolean per row ({len(part)}), got {mask.dtype} of shape {mask.shape}"
+            f"filter: the predicate must return one boolean per row ({len(user)}), got {mask.dtype} of shape {mask.shape}"
         )
-    return pd.Series(mask, index=part.index, name="__hippo_mask")
-
-
-def column_value(part: pd.DataFrame, func: Callable, name: str) -> pd.Series:
-    """The new column ``func`` computes from ``part`` (as ``DataFrame.assign`` would), checked."""
-    value = func(part)
-    if isinstance(value, pd.Series):
-        if not value.index.equals(part.index):
-            raise LineageError(f"assign {name}=: the function returned a Series with another index; keep the partition's index")
-        return value.rename(name)
-    if np.ndim(value) == 0:
-        return pd.Series(value, index=part.index, name=name)
-    values = np.asarray(value)
-    if len(values) != len(part):
-        raise LineageError(f"assign {name}=: the function returned {len(values)} values for {len(part)} rows")
-    return pd.Series(values, index=part.index, name=name)
+    return part[mask]
 
 
 def on_user_columns(part: pd.DataFrame, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> pd.DataFrame:
