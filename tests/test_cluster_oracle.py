@@ -13,7 +13,7 @@ from hypothesis import given, settings
 import test_random_pipelines
 from hippo_dask import examples
 from oracle import check_forward, compare_sampled, hippo_records, oracle_records
-from test_classic_pipelines import oracle_healthcare
+from test_classic_pipelines import oracle_adult, oracle_compas, oracle_healthcare
 from test_random_pipelines import SETTINGS, run_pipeline, source_frames, step_lists
 
 # Worker processes cannot import the test modules: ship their functions by value.
@@ -41,6 +41,19 @@ def test_healthcare_on_worker_processes(store, client):
     expected = oracle_healthcare(patients, histories)
     compare_sampled(result, expected, sample=15)
     check_forward(result, expected, {"patients": patients, "histories": histories}, samples=3)
+
+
+def test_compas_and_adult_on_worker_processes(store, client, shared_data):
+    import pandas as pd
+
+    compas = pd.read_csv(shared_data / "compas" / "compas_train.csv", na_values="?", index_col=0)
+    adult = pd.read_csv(shared_data / "adult" / "adult_test.csv", na_values="?", index_col=0)
+    with dask.config.set({"dataframe.convert-string": False}):
+        got_compas = examples.compas(dd.from_pandas(compas, npartitions=4, sort=False)).hippo.compute(scheduler=client)
+        got_adult = examples.adult(dd.from_pandas(adult, npartitions=4, sort=False)).hippo.compute(scheduler=client)
+    compare_sampled(got_compas, oracle_compas(compas), sample=10)
+    check_forward(got_compas, oracle_compas(compas), {"compas": compas[examples.COMPAS_COLUMNS]}, samples=2)
+    compare_sampled(got_adult, oracle_adult(adult), sample=8)
 
 
 @settings(max_examples=8, **SETTINGS)
