@@ -30,7 +30,11 @@ def run(workers: int = 2, partitions: int = 4, store: str | None = None, out: Te
     import hippo_dask as hippo
     from hippo_dask.examples import healthcare, load_healthcare
 
+    import logging
+
     out = out or sys.stdout
+    # distributed logs every p2p shuffle it starts at WARNING; not news for a demo
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     say = lambda *a: print(*a, file=out)  # noqa: E731
     if store is not None:
         hippo.set_store(store)
@@ -71,8 +75,8 @@ def run(workers: int = 2, partitions: int = 4, store: str | None = None, out: Te
     say(_show_rows(patients, [src_row], ["id", "first_name", "last_name", "county", "income", "age_group"]))
     say("")
 
-    say(f"== forward: which results does patient row {src_row}'s complications value touch? ==")
     hist_row = int(lineage.backward(rows=[row], columns=["smoker"])["histories"].rows[0])
+    say(f"== forward: which results does history row {hist_row}'s complications value touch? ==")
     hits = lineage.forward("histories", rows=[hist_row], columns=["complications"])
     say(f"histories row {hist_row} 'complications' reached {len(hits.cells)} result cells in "
         f"{len(hits.rows)} rows (every label of its age group in the kept counties), e.g.:")
