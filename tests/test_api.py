@@ -321,3 +321,18 @@ def test_fsspec_memory_store(backend, people):
     row = int(np.flatnonzero(compute(t, backend)["city"].to_numpy() == "a")[0])
     assert sorted(reopened.backward(rows=[row], columns=["n"])["p"].rows.tolist()) == [0, 2]
     assert any(r.run_id == lin.run_id and r.complete for r in store.runs())
+
+
+@pytest.mark.timeout(180)
+def test_main_job(tmp_path):
+    """The README's main job: healthcare on a LocalCluster, traced and committed."""
+    import io
+
+    from hippo_dask import demo
+
+    out = io.StringIO()
+    run_id = demo.run(store=str(tmp_path / "demo"), out=out)
+    text = out.getvalue()
+    assert "== backward" in text and "== forward" in text and run_id in text
+    lin = hippo.open(str(tmp_path / "demo"), run_id)
+    assert lin.nrows == 290 and sorted(lin.sources) == ["histories", "patients"]
