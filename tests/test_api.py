@@ -336,3 +336,11 @@ def test_main_job(tmp_path):
     assert "== backward" in text and "== forward" in text and run_id in text
     lin = hippo.open(str(tmp_path / "demo"), run_id)
     assert lin.nrows == 290 and sorted(lin.sources) == ["histories", "patients"]
+
+
+def test_two_sources_with_one_name(store, people):
+    a = people.hippo.source("p")
+    b = people.assign(age=people.age + 1).hippo.source("p")
+    with pytest.raises(hippo.LineageError, match="unique name"):
+        a.hippo.merge(b, on="name").hippo.compute()
+    assert store.runs() == []  # refused before anything was written

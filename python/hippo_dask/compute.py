@@ -39,11 +39,6 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
-    """Compute ``tracked``; return the clean pandas result and the committed run id."""
-    return _compute(tracked, **compute_kwargs)
-
-
 class _NoLock:
     """Stands in for the lock Python 3.11's cached_property takes."""
 
@@ -83,13 +78,10 @@ def _release_cached_property_locks() -> None:
                 attribute.lock = _NoLock()
 
 
-def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
-    store = tracked.store
-    run_id = store.start_run()
-    run_dir = store.run_dir(run_id)
+def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
+    """Compute ``tracked``; return the clean pandas result and the committed run id."""
     # every source of the pipeline, including those whose slots a group-by consumed
     source_slots = dict(tracked.sources)
-
     infos = {info.node.id: info for info in source_slots.values()}  # source node id -> source
     names = [info.name for info in infos.values()]
     if len(set(names)) != len(names):
@@ -97,6 +89,9 @@ def _compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str
             f"two different sources are named {sorted({n for n in names if names.count(n) > 1})}; "
             "give each .source() a unique name"
         )
+    store = tracked.store
+    run_id = store.start_run()
+    run_dir = store.run_dir(run_id)
 
     result_path = _join(run_dir, "result-00000.hippo")
     if tracked.is_dask:
