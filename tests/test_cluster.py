@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 import hippo_dask as hippo
+from tracesets import cells_of, cellset, rowset, sample_rows
 import hippo_dask.store as hippo_store
 
 # Worker processes cannot import this test module: ship its functions by value.
@@ -51,24 +52,12 @@ def make_frame(n: int = N_ROWS, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def cellset(ts) -> set[tuple[int, str]]:
-    return set(zip(ts.cells["row"].astype(int).tolist(), ts.cells["column"].astype(str).tolist()))
 
 
-def rowset(ts) -> set[int]:
-    assert ts.rows.dtype == np.int64 and np.all(np.diff(ts.rows) > 0)
-    return set(ts.rows.tolist())
 
 
-def cells_of(rows, columns) -> set[tuple[int, str]]:
-    return {(int(r), c) for r in rows for c in columns}
 
 
-def sample_rows(n: int, k: int = 25, seed: int = 1) -> list[int]:
-    if n <= k:
-        return list(range(n))
-    rng = np.random.default_rng(seed)
-    return sorted(set(rng.choice(n, size=k - 2, replace=False).tolist()) | {0, n - 1})
 
 
 def add_pid(p: pd.DataFrame) -> pd.DataFrame:

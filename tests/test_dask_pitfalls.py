@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hippo_dask as hippo
+from tracesets import cells_of, cellset, rowset, sample_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,26 +49,12 @@ def make_frame(n: int, seed: int = 0, nkeys: int = 9) -> pd.DataFrame:
     )
 
 
-def cellset(ts: hippo.TraceSet) -> set[tuple[int, str]]:
-    return set(zip(ts.cells["row"].astype(int).tolist(), ts.cells["column"].astype(str).tolist()))
 
 
-def rowset(ts: hippo.TraceSet) -> set[int]:
-    assert ts.rows.dtype == np.int64
-    assert np.all(np.diff(ts.rows) > 0), "TraceSet.rows must be sorted and unique"
-    return set(ts.rows.tolist())
 
 
-def cells_of(rows, columns) -> set[tuple[int, str]]:
-    return {(int(r), c) for r in rows for c in columns}
 
 
-def sample_rows(n: int, k: int = 25, seed: int = 1) -> list[int]:
-    if n <= k:
-        return list(range(n))
-    rng = np.random.default_rng(seed)
-    picked = set(rng.choice(n, size=k - 2, replace=False).tolist()) | {0, n - 1}
-    return sorted(picked)
 
 
 def store_files(root: Path) -> list[Path]:
