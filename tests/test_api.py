@@ -43,6 +43,7 @@ def test_user_functions_and_results_never_see_hidden_columns(store, people, back
 
     t = frame(backend, people).hippo.source("people")
     assert list(t.columns) == list(people.columns)
+    assert t.hippo.is_tracked and not frame(backend, people).hippo.is_tracked
     t = t.hippo.map(spy, reads=["age"], writes=["old"]).hippo.filter(lambda p: seen.append(list(p.columns)) or p.age > 0)
     result = compute(t, backend)
     assert list(result.columns) == ["name", "age", "city", "old"]

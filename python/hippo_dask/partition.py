@@ -201,12 +201,6 @@ def _same_values(old: pd.Series, new: pd.Series) -> bool:
 # one-to-one operations
 
 
-def _check_columns(part: pd.DataFrame, columns: Iterable[str], op: str) -> None:
-    missing = [c for c in columns if c not in part.columns]
-    if missing:
-        raise ColumnError(f"{op}: unknown column(s) {missing}; the frame has {list(clean(part).columns)}")
-
-
 def map_partition(
     part: pd.DataFrame, func: Callable, writes: Sequence[str] | None, kwargs: Mapping[str, Any]
 ) -> pd.DataFrame:
