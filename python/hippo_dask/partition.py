@@ -15,13 +15,13 @@ expressions) writes the same bytes to the same key.
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import _core
-from .errors import ColumnError, LineageError
+from .errors import LineageError
 from .plan import HIDDEN_PREFIX, MISSING
 
 #: Bits of a source row id that hold the offset inside its source partition.
