@@ -252,9 +252,6 @@ class Lineage:
                 found[slot] = self._sources[self._source_by_node[origin]]["partition_rows"]
         return found
 
-    def _load(self, url: str, checksum: str | None) -> dict[str, np.ndarray]:
-        return self.store.read_fragment(url, checksum)
-
     def result_slots(self) -> SlotRows:
         """Slot values of every result row (source slots as source positions)."""
         if self._result_slots is None:
@@ -263,7 +260,7 @@ class Lineage:
             pieces: dict[str, list[np.ndarray]] = {s: [] for s in slots}
             for frag in self._manifest["result"]["fragments"]:
                 url = _join(run_dir, frag["path"])
-                arrays = self._load(url, frag["checksum"])
+                arrays = self.store.read_fragment(url, frag["checksum"])
                 for s in slots:
                     values = arrays.get(hidden(s))
                     if values is None or len(values) != frag["rows"]:
@@ -285,7 +282,7 @@ class Lineage:
             fragments = []
             for name in self._manifest["group_fragments"].get(node.id, []):
                 url = _join(directory, name)
-                arrays = self._load(url, name.split(".")[0])
+                arrays = self.store.read_fragment(url, name.split(".")[0])
                 for key in [hidden(s) + half for s in parent.slots for half in (SPLIT_HIGH, SPLIT_LOW)] + [GROUP_ID]:
                     if key not in arrays or len(arrays[key]) != len(arrays[GROUP_ID]):
                         raise CorruptRunError(f"{url}: a membership fragment lacks {key!r} or has ragged arrays")

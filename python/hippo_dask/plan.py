@@ -179,7 +179,6 @@ def unary(
     )
 
 
-def identity_colmap(columns: Iterable[str], renames: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """Column map of an operation that keeps (and maybe renames) every column."""
-    renames = renames or {}
-    return {renames.get(c, c): [c] for c in columns}
+def identity_colmap(columns: Iterable[str]) -> dict[str, list[str]]:
+    """Column map of an operation that keeps every column as it is."""
+    return {c: [c] for c in columns}

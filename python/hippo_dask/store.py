@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import fsspec
 
 from . import _core
-from .errors import CorruptRunError, DecodeError, HippoError, IncompleteRunError, RunNotFoundError
+from .errors import CorruptRunError, DecodeError, IncompleteRunError, RunNotFoundError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -215,4 +215,4 @@ def get_store() -> Store:
     return _default_store
 
 
-__all__ = ["Store", "RunInfo", "set_store", "get_store", "HippoError"]
+__all__ = ["Store", "RunInfo", "set_store", "get_store"]
