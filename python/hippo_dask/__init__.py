@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from . import errors
+from . import errors, lin
 from .accessor import GroupBy, HippoAccessor, concat, register as _register
 from .errors import (
     ColumnError,
@@ -19,6 +19,7 @@ from .errors import (
     LineageError,
     QueryError,
     RunNotFoundError,
+    StaleResultError,
     UntrackedFrameError,
 )
 from .lineage import Lineage, Trace, TraceSet, open
@@ -44,6 +45,7 @@ __all__ = [
     "QueryError",
     "RunInfo",
     "RunNotFoundError",
+    "StaleResultError",
     "Store",
     "Trace",
     "TraceSet",
@@ -51,6 +53,7 @@ __all__ = [
     "concat",
     "errors",
     "get_store",
+    "lin",
     "open",
     "set_store",
 ]

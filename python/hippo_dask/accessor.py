@@ -9,55 +9,128 @@ and computed results (-> their :class:`~hippo_dask.lineage.Lineage`).
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .compute import compute as _compute
-from .errors import LineageError, UntrackedFrameError
+from .errors import LineageError, StaleResultError, UntrackedFrameError
 from .frame import Tracked, concat as _concat, is_dask
+from .lin import LineageType
 from .lineage import Lineage
 from .store import Store, get_store
 
-V = TypeVar("V")
 
 
-class _WeakRegistry(Generic[V]):
-    """Values attached to frame objects, dropped when the frame is collected."""
+class _Handle:
+    """What rides in a frame's ``attrs``: shared (never deep-copied) by the copies pandas makes.
 
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref, V]] = {}
+    pandas copies ``attrs`` into every frame derived from one (``copy``, ``pipe``,
+    ``reset_index``, but also a plain ``df[mask]``), so a handle is only trusted
+    after checking that the frame holding it is still the frame it was made for.
+    """
 
-    def put(self, obj: Any, value: V) -> None:
-        key = id(obj)
-        self._entries[key] = (weakref.ref(obj, lambda _ref, key=key: self._entries.pop(key, None)), value)
+    def __init__(self, value: Any, fingerprint: Any) -> None:
+        self.value = value
+        self.fingerprint = fingerprint
 
-    def get(self, obj: Any) -> V | None:
-        entry = self._entries.get(id(obj))
-        if entry is None or entry[0]() is not obj:
-            return None
-        return entry[1]
+    def __deepcopy__(self, memo: dict) -> "_Handle":
+        return self
+
+    def __copy__(self) -> "_Handle":
+        return self
 
 
-_tracked: _WeakRegistry[Tracked] = _WeakRegistry()
-_results: _WeakRegistry[Lineage] = _WeakRegistry()
+_TRACKED_ATTR = "hippo_tracked"
+_RESULT_ATTR = "hippo_lineage"
+
+
+def _buffer_key(values: Any) -> Any:
+    """Identity of the memory behind a column block: the same for shallow copies, new after any write."""
+    if isinstance(values, np.ndarray):
+        return ("nd", values.__array_interface__["data"][0], values.shape, values.strides)
+    for inner in ("_ndarray", "_codes"):
+        if hasattr(values, inner):
+            return (inner, _buffer_key(getattr(values, inner)))
+    if hasattr(values, "_data") and hasattr(values, "_mask"):
+        return ("masked", _buffer_key(values._data), _buffer_key(values._mask))
+    if hasattr(values, "_pa_array"):
+        return ("arrow", tuple(b.address if b is not None else 0 for chunk in values._pa_array.chunks
+                               for b in chunk.buffers()), len(values))
+    return ("object", id(values))
+
+
+def _pandas_fingerprint(frame: pd.DataFrame) -> tuple:
+    """Columns, index and the memory of every column: any in-place edit or plain pandas op changes it."""
+    blocks = tuple(sorted((tuple(b.mgr_locs.as_array.tolist()), _buffer_key(b.values)) for b in frame._mgr.blocks))
+    index = frame.index
+    index_key = ("range", index.start, index.stop, index.step) if isinstance(index, pd.RangeIndex) else ("index", _buffer_key(index._values))
+    return tuple(frame.columns), len(frame), index_key, blocks
+
+
+def _fingerprint(frame: Any) -> Any:
+    return ("dask", frame._name) if is_dask(frame) else _pandas_fingerprint(frame)
+
 
 _UNTRACKED_HINT = (
     "start a pipeline with df.hippo.source('name') and use df.hippo.<operation> for every step "
     "(a plain pandas/Dask operation returns a frame without lineage)"
 )
 
+#: Rows of a result whose values make its fingerprint (all of them up to this many).
+_FINGERPRINT_ROWS = 4096
+
+
+def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int, str]:
+    """Row count and a hash of the values of ``columns`` on evenly spread rows (all rows when few).
+
+    Checked before a query answers for a result frame: a result that was
+    filtered, re-sorted or edited since compute() no longer matches, so its
+    positions are refused instead of answered for other rows. Copies and
+    ``reset_index`` keep the values, so they keep the lineage.
+    """
+    n = len(frame)
+    rows = np.arange(n) if n <= _FINGERPRINT_ROWS else np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
+    sample = frame.iloc[rows][list(columns)]
+    hashed = pd.util.hash_pandas_object(sample, index=False).to_numpy() if len(sample.columns) else np.zeros(0, np.uint64)
+    mixed = (hashed * np.uint64(0x9E3779B97F4A7C15)) ^ rows.astype(np.uint64)  # position matters
+    return n, f"{int(np.bitwise_xor.reduce(mixed)) if len(mixed) else 0:016x}:{int(hashed.sum(dtype=np.uint64)):016x}"
+
 
 def tracked_of(obj: Any, what: str) -> Tracked:
-    found = _tracked.get(obj)
-    if found is None:
+    handle = _dask_tracked.get(obj._name) if is_dask(obj) else getattr(obj, "attrs", {}).get(_TRACKED_ATTR)
+    if handle is None:
+        previous = _dask_by_object.get(id(obj)) if is_dask(obj) else None
+        if previous is not None and previous[0]() is obj:
+            raise LineageError(f"{what}: this frame was changed in place after .hippo made it (a column set, "
+                               "dropped or renamed); lineage cannot follow that: use .hippo.assign / .drop / .rename")
         raise UntrackedFrameError(f"{what}: this {type(obj).__name__} has no lineage; {_UNTRACKED_HINT}")
-    return found
+    if not isinstance(handle, _Handle):
+        raise UntrackedFrameError(f"{what}: this {type(obj).__name__} has no lineage; {_UNTRACKED_HINT}")
+    if handle.fingerprint != _fingerprint(obj):
+        raise LineageError(
+            f"{what}: this frame is not the one .hippo made: it was changed in place (a column set, edited, "
+            "dropped or renamed) or made by a plain pandas operation, and lineage cannot follow that; "
+            "use the .hippo operation instead (assign, filter, drop, rename, sort_values, ...)"
+        )
+    return handle.value
+
+
+# Dask frames: keyed by expression name (copies share it); in-place edits change it.
+_dask_tracked: "weakref.WeakValueDictionary[str, _Handle]" = weakref.WeakValueDictionary()
+_dask_by_object: dict[int, tuple[weakref.ref, _Handle]] = {}
 
 
 def _expose(tracked: Tracked) -> Any:
     view = tracked.user_view()
-    _tracked.put(view, tracked)
+    handle = _Handle(tracked, _fingerprint(view))
+    if is_dask(view):
+        _dask_tracked[view._name] = handle
+        key = id(view)
+        _dask_by_object[key] = (weakref.ref(view, lambda _r, key=key: _dask_by_object.pop(key, None)), handle)
+    else:
+        view.attrs[_TRACKED_ATTR] = handle
     return view
 
 
@@ -90,6 +163,29 @@ class GroupBy:
         """
         return _expose(self._tracked.groupby_agg(self._keys, {k: tuple(v) for k, v in named.items()}, self._dropna))
 
+    def transform(self, **named: tuple[str, str]) -> Any:
+        """Give every row its group's aggregates as new columns; same rows, same order.
+
+        Like ``df.assign(out=df.groupby(keys)[column].transform(func))``. Lineage:
+        each ``out`` cell comes from ``column`` of every row of the row's group
+        (none for a row whose key is missing when ``dropna=True``: it gets NaN).
+
+        Parameters
+        ----------
+        **named : (column, function)
+            New column -> (input column, one of the aggregations of :meth:`agg`).
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}).hippo.source("df")
+        >>> out = df.hippo.groupby("k").transform(total=("x", "sum")).hippo.compute()
+        >>> out.total.tolist(), out.hippo.lineage.backward(rows=[0], columns=["total"])["df"].rows
+        ([4, 2, 4], array([0, 2]))
+        """
+        return _expose(self._tracked.groupby_transform(self._keys, {k: tuple(v) for k, v in named.items()}, self._dropna))
+
 
 class HippoAccessor:
     """Lineage-capturing operations: ``df.hippo.<operation>``.
@@ -119,19 +215,39 @@ class HippoAccessor:
     # -- state
     @property
     def is_tracked(self) -> bool:
-        """Whether this frame carries lineage (came from ``.hippo`` operations)."""
-        return _tracked.get(self._obj) is not None
+        """Whether this frame carries lineage (came from ``.hippo`` operations, unchanged since)."""
+        try:
+            tracked_of(self._obj, "is_tracked")
+        except LineageError:
+            return False
+        return True
 
     @property
     def lineage(self) -> Lineage:
-        """The lineage of a computed result (see :meth:`compute`)."""
-        found = _results.get(self._obj)
-        if found is None:
+        """The lineage of a computed result (see :meth:`compute`).
+
+        Queries take row *positions* in this frame. It must hold the rows
+        ``compute()`` returned, in that order: copies and ``reset_index`` are
+        fine; a result filtered, re-sorted or edited since is refused with
+        :class:`~hippo_dask.errors.StaleResultError` (open the run with
+        :func:`hippo_dask.open` to query the stored result instead).
+        """
+        handle = getattr(self._obj, "attrs", {}).get(_RESULT_ATTR) if not is_dask(self._obj) else None
+        if not isinstance(handle, _Handle):
             raise UntrackedFrameError(
                 "lineage: this frame is not a computed result; call .hippo.compute() on a tracked frame "
                 "and use the frame it returns (or hippo.open(store, run_id))"
             )
-        return found
+        lineage: Lineage = handle.value
+        missing = [c for c in lineage.columns if c not in self._obj.columns]
+        if missing or result_fingerprint(self._obj, lineage.columns) != handle.fingerprint:
+            raise StaleResultError(
+                f"lineage: this frame's rows are not the result of run {lineage.run_id} as computed "
+                f"({'columns ' + str(missing) + ' are gone' if missing else 'rows were filtered, re-sorted or edited'}); "
+                "positions would name other rows. Query the unchanged result, or "
+                f"hippo.open({lineage.store.url!r}, {lineage.run_id!r}) for the stored one"
+            )
+        return lineage
 
     # -- roots and results
     def source(self, name: str, store: str | Store | None = None) -> Any:
@@ -156,14 +272,16 @@ class HippoAccessor:
         ``run_id`` reopens them later with :func:`hippo_dask.open`.
         Keyword arguments go to ``dask.compute`` (e.g. ``scheduler=``).
         """
-        result, run_id = _compute(self._t("compute"), **compute_kwargs)
         tracked = self._t("compute")
-        _results.put(result, Lineage(tracked.store, run_id))
+        result, run_id = _compute(tracked, **compute_kwargs)
+        lineage = Lineage(tracked.store, run_id)
+        result.attrs[_RESULT_ATTR] = _Handle(lineage, result_fingerprint(result, lineage.columns))
         return result
 
     # -- user code
     def map(self, func: Callable[..., pd.DataFrame], reads: Sequence[str] | None = None,
-            writes: Sequence[str] | None = None, meta: Any = None, **kwargs: Any) -> Any:
+            writes: Sequence[str] | None = None, meta: Any = None, lineage: LineageType | None = None,
+            **kwargs: Any) -> Any:
         """Apply ``func(partition) -> partition`` that keeps every row in place.
 
         Parameters
@@ -176,16 +294,40 @@ class HippoAccessor:
             by comparing its output, checked on every partition for Dask).
         meta : optional
             Output meta for Dask (default: run ``func`` on a sample).
+        lineage : hippo.lin.Rowwise, All or Window, optional
+            How a written value depends on the rows the function saw (default:
+            row-wise, checked on every partition; see :mod:`hippo_dask.lin`).
         """
-        return _expose(self._t("map").map(func, reads=reads, writes=writes, meta=meta, **kwargs))
+        return _expose(self._t("map").map(func, reads=reads, writes=writes, meta=meta, lineage=lineage, **kwargs))
 
-    def assign(self, **assignments: Any) -> Any:
-        """Add or replace columns from callables (``lambda p: ...``) or scalars."""
-        return _expose(self._t("assign").assign(**assignments))
+    def assign(self, lineage: LineageType | None = None, **assignments: Any) -> Any:
+        """Add or replace columns from callables (``lambda p: ...``) or scalars.
 
-    def filter(self, predicate: Callable[[pd.DataFrame], Any]) -> Any:
-        """Keep the rows where ``predicate(partition)`` is True."""
-        return _expose(self._t("filter").filter(predicate))
+        Each callable is checked to be row-wise on every partition (a row's value
+        must not change when other rows are left out, nor when columns it does not
+        read are scrambled); a function whose values depend on other rows must
+        declare it with ``lineage=hippo.lin.All(...)`` or ``hippo.lin.Window(...)``.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"x": [1.0, 2.0, 4.0]}).hippo.source("df")
+        >>> out = df.hippo.assign(prev=lambda p: p.x.shift(1), lineage=hippo.lin.Window(reads=["x"], preceding=1))
+        >>> out.hippo.compute().hippo.lineage.backward(rows=[2], columns=["prev"])["df"].rows
+        array([1, 2])
+        """
+        return _expose(self._t("assign").assign(lineage=lineage, **assignments))
+
+    def filter(self, predicate: Callable[[pd.DataFrame], Any], lineage: LineageType | None = None) -> Any:
+        """Keep the rows where ``predicate(partition)`` is True.
+
+        The predicate is checked to be row-wise on every partition; one that
+        compares rows with each other (``p.x > p.x.mean()``) must say so with
+        ``lineage=hippo.lin.All(...)``. Either way a kept row's cells trace to
+        the same row (the predicate's columns are not values of the output).
+        """
+        return _expose(self._t("filter").filter(predicate, lineage=lineage))
 
     def flatmap(self, func: Callable[[dict], Any], columns: Sequence[str] | None = None,
                 reads: Sequence[str] | None = None, writes: Sequence[str] | None = None) -> Any:

@@ -11,13 +11,12 @@ manifest, last and atomically, naming every fragment with its checksum.
 from __future__ import annotations
 
 import contextlib
-import posixpath
+import json
 import sys
 import time
 from importlib import metadata
 from typing import Any
 
-import fsspec
 import pandas as pd
 
 from . import partition as P
@@ -78,8 +77,36 @@ def _release_cached_property_locks() -> None:
                 attribute.lock = _NoLock()
 
 
+def _receipt_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{"path": r.fragment, "rows": int(r.rows), "checksum": r.checksum, "bytes": int(r.bytes)}
+            for r in frame.itertuples(index=False) if r.fragment]
+
+
+_COUNTS_META = pd.DataFrame({"node": pd.Series([], dtype=object), "counts": pd.Series([], dtype=object)})
+
+
+def _counts_frame(node_counts: dict[str, list[int]]) -> pd.DataFrame:
+    """Row counts of every source partition, as a frame (so it is computed with the result's graph)."""
+    return pd.DataFrame({"node": list(node_counts), "counts": [json.dumps([int(c) for c in v]) for v in node_counts.values()]},
+                        columns=["node", "counts"]).astype(object)
+
+
+def _source_counts_of_frame(table: pd.DataFrame, slot_nodes: dict[str, str]) -> dict[str, list[int]]:
+    counts = {r.node: json.loads(r.counts) for r in table.itertuples(index=False)}
+    return _source_counts(counts, slot_nodes)
+
+
+def _source_counts(counts: dict[str, list[int]], slot_nodes: dict[str, str]) -> dict[str, list[int]]:
+    return {col: list(counts[nid]) for col, nid in slot_nodes.items()}
+
+
 def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
-    """Compute ``tracked``; return the clean pandas result and the committed run id."""
+    """Compute ``tracked``; return the clean pandas result and the committed run id.
+
+    The manifest lists exactly the fragments this run's own tasks wrote: each
+    writing task leaves a receipt on its output partition, and the receipts are
+    computed in the same graph as the result (one pass over the data).
+    """
     # every source of the pipeline, including those whose slots a group-by consumed
     source_slots = dict(tracked.sources)
     infos = {info.node.id: info for info in source_slots.values()}  # source node id -> source
@@ -89,11 +116,13 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
             f"two different sources are named {sorted({n for n in names if names.count(n) > 1})}; "
             "give each .source() a unique name"
         )
+    nodes = ancestors(tracked.node)
+    recorders = {nid: data for nid, data in tracked.recorders.items() if nid in {n.id for n in nodes}}
     store = tracked.store
     run_id = store.start_run()
     run_dir = store.run_dir(run_id)
-
     result_path = _join(run_dir, "result-00000.hippo")
+    slot_nodes = {col: info.node.id for col, info in source_slots.items() if col in tracked.data.columns}
     if tracked.is_dask:
         import dask
 
@@ -101,30 +130,41 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
             nid: list(info.counts) if info.counts is not None else [dask.delayed(len)(part) for part in info.partitions]
             for nid, info in infos.items()
         }
-        counts = {col: node_counts[info.node.id] for col, info in source_slots.items() if col in tracked.data.columns}
+        import dask.dataframe as dd
+
+        all_counts = dask.delayed(_counts_frame, pure=True)(node_counts)
+        counts = dask.delayed(_source_counts_of_frame, pure=True)(all_counts, slot_nodes)
         # One partition, as DataFrame.compute() does: the result is gathered into one pandas
         # frame anyway, and a final sort_values then sorts in place instead of computing the
         # whole pipeline once more for its partition boundaries. A worker finishes it.
+        finished = tracked.data.repartition(npartitions=1).map_partitions(
+            P.finish_partition, counts, result_path, meta=P.clean(tracked.data._meta), enforce_metadata=False)
+        receipts = {P.RESULT_RECEIPT: finished.map_partitions(P.receipt_of, P.RESULT_RECEIPT, meta=P.RECEIPT_META)}
+        for nid, data in recorders.items():
+            receipts[nid] = data.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
         _release_cached_property_locks()
         scheduler = compute_kwargs.get("scheduler")
         # optimizing may compute (sort boundaries): on the caller's scheduler, so workers do it
         with dask.config.set(scheduler=scheduler) if scheduler is not None else contextlib.nullcontext():
-            (whole,) = tracked.data.repartition(npartitions=1).to_delayed()
-        finished = dask.delayed(P.finish_partition)(whole, counts, result_path)
-        (result, fragment), node_counts = dask.compute(finished, node_counts, **compute_kwargs)
+            # all expressions, computed in one graph: what tasks share runs once
+            counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
+            result, receipt_frames, counts_table = dask.compute(finished, receipts, counts_frame, **compute_kwargs)
+        node_counts = {r.node: json.loads(r.counts) for r in counts_table.itertuples(index=False)}
     else:
         node_counts = {nid: list(info.counts) for nid, info in infos.items()}
-        counts = {col: node_counts[info.node.id] for col, info in source_slots.items() if col in tracked.data.columns}
-        result, fragment = P.finish_partition(tracked.data, counts, result_path)
-    fragments = [fragment]
-
-    nodes = ancestors(tracked.node)
-    groups = {}
-    for node in nodes:
-        if node.op == "groupby":
-            fs, path = fsspec.core.url_to_fs(store.fragment_dir(node.id))
-            names = fs.ls(path, detail=False) if fs.exists(path) else []
-            groups[node.id] = sorted(posixpath.basename(p) for p in names if p.endswith(".hippo"))
+        finished = P.finish_partition(tracked.data, _source_counts(node_counts, slot_nodes), result_path)
+        receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
+        receipt_frames.update({nid: P.receipt_of(data, nid) for nid, data in recorders.items()})
+        result = finished
+    fragments = _receipt_rows(receipt_frames.pop(P.RESULT_RECEIPT))
+    if len(fragments) != 1:
+        raise LineageError(f"internal: expected one result fragment, got {len(fragments)}")
+    groups = {nid: sorted({r["path"] for r in _receipt_rows(frame)}) for nid, frame in receipt_frames.items()}
+    missing = [n.id for n in nodes if (n.op == "groupby" or n.spread) and n.id not in groups]
+    if missing:
+        raise LineageError(f"internal: no receipts for the membership of node(s) {missing}; the run is not committed")
+    result = result.reset_index(drop=True)  # rows are positions: labels and positions agree
+    result.attrs = {}
     manifest = {
         "created": time.time(),
         "versions": _versions(),
@@ -149,4 +189,3 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
     }
     store.commit_run(run_id, manifest)
     return result, run_id
-

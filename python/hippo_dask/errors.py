@@ -13,6 +13,7 @@ __all__ = [
     "DecodeError",
     "LineageError",
     "UntrackedFrameError",
+    "StaleResultError",
     "ColumnError",
     "QueryError",
     "IncompleteRunError",
@@ -35,6 +36,10 @@ class LineageError(ValueError, HippoError):
 
 class UntrackedFrameError(LineageError):
     """A frame without lineage was passed where a tracked one is needed."""
+
+
+class StaleResultError(LineageError):
+    """A result frame was filtered, re-sorted or edited after compute(): its positions name other rows."""
 
 
 class ColumnError(KeyError, HippoError):

@@ -1,36 +1,31 @@
 """Tracked frames: data with hidden slot columns, plus the node that made it.
 
-One implementation serves pandas and Dask. Both kinds of frame share most of
-the DataFrame API (``merge``, ``groupby().agg``, ``sort_values``,
-``drop_duplicates``, ``explode``, ``dropna``), so those run on the tracked
-data directly: the hidden id columns travel with the rows by construction.
-Operations that run user code go through the per-partition functions of
-:mod:`hippo_dask.partition` (directly for pandas, ``map_partitions`` for Dask),
-so user code never sees the hidden columns.
+One implementation serves pandas and Dask: pandas is the one-partition case.
+Every operation that runs user code, records lineage or checks a function goes
+through the per-partition functions of :mod:`hippo_dask.partition`; what
+differs between backends (how a function reaches the partitions, Dask's
+spelling of a group-by or a sample) is in the twin modules
+:mod:`hippo_dask._pandas` and :mod:`hippo_dask._dask`, picked once per frame.
+Operations that pandas and Dask spell alike (``merge``, ``sort_values``,
+``dropna``, ``explode``, projections) run on the tracked data directly: the
+hidden id columns travel with the rows by construction.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import _dask, _pandas
 from . import partition as P
 from .errors import ColumnError, LineageError
-from .plan import (
-    HIDDEN_PREFIX,
-    ROW,
-    Node,
-    hidden,
-    identity_colmap,
-    token,
-    unary,
-)
+from .identity import describe_function, token
+from .lin import LineageType, Window, as_lineage_type
+from .plan import HIDDEN_PREFIX, ROW, Node, hidden, identity_colmap, spread_slot, unary
 from .store import Store
 
 #: Distinguishes sources made by different processes, so fragments of two
@@ -45,25 +40,9 @@ def is_dask(obj: Any) -> bool:
     return module.startswith("dask.") and hasattr(obj, "map_partitions")
 
 
-def partitionwise(data: Any, fn: Callable, *args: Any, meta: pd.DataFrame | None = None) -> Any:
-    """Run ``fn(partition, *args)`` on every partition (on the whole frame for pandas)."""
-    if not is_dask(data):
-        return fn(data, *args)
-    if meta is None:
-        meta = fn(data._meta, *args)
-    return data.map_partitions(fn, *args, meta=meta)
-
-
-def describe_function(func: Callable) -> dict[str, Any]:
-    """Code identity of a user function: where it is defined and a hash of its source."""
-    name = getattr(func, "__qualname__", None) or type(func).__name__
-    module = getattr(func, "__module__", None)
-    try:
-        source = inspect.getsource(func)
-        digest = hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
-    except (OSError, TypeError):
-        source, digest = None, None
-    return {"name": name, "module": module, "source_hash": digest}
+def backend_of(obj: Any):
+    """The module that runs the capture on ``obj``'s kind of frame."""
+    return _dask if is_dask(obj) else _pandas
 
 
 @dataclass(frozen=True)
@@ -80,16 +59,26 @@ class SourceInfo:
 
 @dataclass(frozen=True)
 class Tracked:
-    """Data carrying hidden slot columns, the node that produced it, and its store."""
+    """Data carrying hidden slot columns, the node that produced it, and its store.
+
+    ``recorders`` holds, per node that writes membership fragments, the data
+    whose partitions carry the receipts of what they wrote (see
+    :func:`hippo_dask.partition.write_membership`).
+    """
 
     data: Any  # pandas.DataFrame or dask.dataframe.DataFrame
     node: Node
     store: Store
     sources: Mapping[str, SourceInfo] = field(default_factory=dict)  # hidden column -> source
+    recorders: Mapping[str, Any] = field(default_factory=dict)  # node id -> data carrying its receipts
+
+    @property
+    def backend(self):
+        return backend_of(self.data)
 
     @property
     def is_dask(self) -> bool:
-        return is_dask(self.data)
+        return self.backend.IS_DASK
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -97,11 +86,16 @@ class Tracked:
 
     def user_view(self) -> Any:
         """The frame the user sees: the data without hidden columns."""
-        return self.data.drop(columns=self.node.hidden_columns)
+        view = self.data.drop(columns=self.node.hidden_columns)
+        if not self.is_dask and view.attrs:
+            view.attrs = {}
+        return view
 
     # ------------------------------------------------------------------ helpers
-    def _derive(self, data: Any, node: Node, sources: Mapping[str, SourceInfo] | None = None) -> "Tracked":
-        return Tracked(data, node, self.store, self.sources if sources is None else sources)
+    def _derive(self, data: Any, node: Node, sources: Mapping[str, SourceInfo] | None = None,
+                recorders: Mapping[str, Any] | None = None) -> "Tracked":
+        return Tracked(data, node, self.store, self.sources if sources is None else sources,
+                       self.recorders if recorders is None else recorders)
 
     def _require(self, op: str, columns: Iterable[str]) -> None:
         missing = [c for c in columns if c not in self.columns]
@@ -109,24 +103,55 @@ class Tracked:
             raise ColumnError(f"{op}: unknown column(s) {missing}; the frame has {list(self.columns)}")
 
     def _meta(self) -> pd.DataFrame:
-        return self.data._meta if self.is_dask else self.data.iloc[:0]
+        return self.backend.meta(self.data)
 
     def _probe(self) -> pd.DataFrame:
         """A small frame of user columns to run user callables on, to learn what they read."""
-        if self.is_dask:
-            from dask.dataframe.utils import meta_nonempty
-
-            return P.clean(meta_nonempty(self.data._meta))
-        return P.clean(self.data.head(64))
+        return self.backend.probe(self.data)
 
     def _partitionwise(self, fn: Callable, *args: Any, meta: pd.DataFrame | None = None) -> Any:
-        return partitionwise(self.data, fn, *args, meta=meta)
+        return self.backend.partitionwise(self.data, fn, *args, meta=meta)
 
-    def _user_meta(self, fn: Callable, *args: Any) -> pd.DataFrame:
-        """Output meta of a partition function that runs user code (probe, then empty)."""
+    def _user_call(self, what: str, lineage: LineageType, reads: Sequence[str] | None, node_id: str) -> P.UserCall:
+        """How a user function of node ``node_id`` runs: its checks, and where a spread records."""
+        if lineage.kind == "rowwise":
+            return P.UserCall(what, "rowwise", None if reads is None else tuple(reads), node_id)
+        order = lineage.order if isinstance(lineage, Window) else None
+        if order is not None:
+            self._require(f"{what} Window(order=)", [order])
+        return P.UserCall(what, lineage.kind, None if reads is None else tuple(reads), node_id,
+                          self.store.fragment_dir(node_id), hidden(spread_slot(node_id)), order)
+
+    def _with_spread(self, data: Any, node: Node) -> dict[str, Any]:
+        """Recorders after a node that may have written membership fragments."""
+        if not node.spread:
+            return dict(self.recorders)
+        return {**self.recorders, node.id: data}
+
+    @staticmethod
+    def _spread_of(lineage: LineageType, columns: Iterable[str]) -> dict[str, dict[str, Any]]:
+        if lineage.kind == "all":
+            return {c: {"kind": "group"} for c in columns}
+        if lineage.kind == "window":
+            assert isinstance(lineage, Window)
+            return {c: {"kind": "window", "preceding": lineage.preceding, "following": lineage.following}
+                    for c in columns}
+        return {}
+
+    def _dry_meta(self, fn: Callable, *args: Any) -> pd.DataFrame:
+        """Output meta of a partition function, run on fake rows without writing anything."""
         from dask.dataframe.utils import meta_nonempty
 
-        return fn(meta_nonempty(self.data._meta), *args).iloc[:0]
+        dry = [replace(a, fragment_dir=None) if isinstance(a, P.UserCall) else a for a in args]
+        return fn(meta_nonempty(self.data._meta), *dry).iloc[:0]
+
+    def _reads(self, what: str, func: Callable, declared: Sequence[str] | None, probe: pd.DataFrame) -> list[str] | None:
+        """Columns ``func`` reads: as declared, else inferred; ``None`` when unsure (all columns)."""
+        if declared is not None:
+            self._require(f"{what} reads=", declared)
+            return list(declared)
+        inferred, _ = P.infer_reads(func, probe)
+        return sorted(inferred) if inferred is not None else None
 
     # ------------------------------------------------------------------ sources
     @staticmethod
@@ -139,7 +164,10 @@ class Tracked:
         hidden_cols = [c for c in frame.columns if c.startswith(HIDDEN_PREFIX)]
         if hidden_cols:
             raise ColumnError(f"source {name!r}: column names starting with {HIDDEN_PREFIX!r} are reserved: {hidden_cols}")
-        if is_dask(frame):
+        if len(set(frame.columns)) != len(frame.columns):
+            raise ColumnError(f"source {name!r}: duplicate column names; make them unique first")
+        backend = backend_of(frame)
+        if backend.IS_DASK:
             identity = token("source", name, frame._name, _PROCESS_NONCE)
         else:
             identity = token("source", name, secrets.token_hex(8))
@@ -152,118 +180,121 @@ class Tracked:
             id=identity, op="source", inputs=(), columns=columns, colmap=colmap, slots=(slot,),
             slot_from=(), new_slot=slot, slot_origin={slot: identity}, params={"name": name},
         )
-        if is_dask(frame):
-            import dask
-            import dask.dataframe as dd
-
-            partitions = tuple(
-                dask.delayed(P.attach_source, pure=True)(part, column, i, dask_key_name=f"hippo-source-{identity}-{i}")
-                for i, part in enumerate(frame.to_delayed())
-            )
-            divisions = frame.divisions if len(partitions) == frame.npartitions else None
-            data = dd.from_delayed(list(partitions), meta=P.attach_source(frame._meta, column, 0), divisions=divisions, verify_meta=False)
-            identity_facts = {"kind": "dask", "expression": frame._name, "partitions": len(partitions),
-                              "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
-            info = SourceInfo(name, node, columns, partitions=partitions, identity=identity_facts)
+        if backend.IS_DASK:
+            data, facts = backend.attach_source(frame, column, identity)
         else:
-            data = P.attach_source(frame, column, 0)
-            # a fingerprint of up to 4096 evenly spread rows: hashing every cell would cost
-            # more than the rest of a pandas pipeline's capture
-            sample = frame.iloc[np.unique(np.linspace(0, len(frame) - 1, num=min(len(frame), 4096)).astype(np.int64))]
-            content = int(pd.util.hash_pandas_object(sample, index=True).to_numpy().sum(dtype=np.uint64))
-            identity_facts = {"kind": "pandas", "rows": len(frame), "sample_hash": f"{content:016x}",
-                              "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
-            info = SourceInfo(name, node, columns, counts=(len(frame),), identity=identity_facts)
+            data, facts = backend.attach_source(frame, column)
+        info = SourceInfo(name, node, columns, counts=facts["counts"], partitions=facts["partitions"],
+                          identity=facts["identity"])
         return Tracked(data, node, store, {column: info})
 
     # ------------------------------------------------------------------ user code
     def map(self, func: Callable, reads: Sequence[str] | None = None, writes: Sequence[str] | None = None,
-            meta: Any = None, **kwargs: Any) -> "Tracked":
+            meta: Any = None, lineage: LineageType | None = None, **kwargs: Any) -> "Tracked":
         if not callable(func):
             raise LineageError(f"map: func must be callable, got {type(func).__name__}")
-        if reads is not None:
-            self._require("map reads=", reads)
-            reads = list(reads)
+        lineage = as_lineage_type(lineage, "map")
+        if reads is not None and lineage.reads is not None and list(reads) != list(lineage.reads):
+            raise LineageError("map: pass reads= or lineage=...(reads=...), not two different lists")
         probe = self._probe()
-        if reads is None:
-            inferred, _ = P.infer_reads(lambda f: func(f, **kwargs), probe)
-            reads = sorted(inferred) if inferred is not None else list(self.columns)
+        reads = self._reads("map", lambda f: func(f, **kwargs), reads if reads is not None else lineage.reads, probe)
+        if writes is None:
+            try:
+                probe_out = func(probe.copy(), **kwargs)
+            except Exception as exc:
+                raise LineageError(
+                    f"map: could not run the function on a sample of rows to learn what it writes ({exc!r}); pass writes=[...]"
+                ) from exc
+            if not isinstance(probe_out, pd.DataFrame):
+                raise LineageError(f"map: the function must return a DataFrame, got {type(probe_out).__name__}")
+            writes = sorted(P.changed_columns(probe, probe_out))
+        writes = list(writes)
+        params = {"func": describe_function(func), "reads": reads, "writes": writes, "kwargs": repr(kwargs),
+                  "lineage": lineage.describe()}
+        node_id = token("map", self.node.id, params, func, kwargs)
+        call = self._user_call("map", lineage, reads, node_id)
         if self.is_dask:
-            if writes is None:
-                try:
-                    probe_out = func(probe.copy(), **kwargs)
-                except Exception as exc:
-                    raise LineageError(
-                        f"map: could not run the function on a sample partition to learn what it writes ({exc!r}); pass writes=[...]"
-                    ) from exc
-                writes = sorted(P.changed_columns(probe, probe_out))
             if meta is None:
-                meta = self._user_meta(P.map_partition, func, list(writes), kwargs)
+                meta = self._dry_meta(P.map_partition, func, writes, kwargs, call)
             else:
                 from dask.dataframe.utils import make_meta
 
                 meta = P.reattach(make_meta(meta), self.data._meta)
-            data = self.data.map_partitions(P.map_partition, func, list(writes), kwargs, meta=meta)
-            out_columns = [c for c in meta.columns if not c.startswith(HIDDEN_PREFIX)]
-        else:
-            data = P.map_partition(self.data, func, None if writes is None else list(writes), kwargs)
-            out_user = P.clean(data)
-            if writes is None:
-                writes = sorted(P.changed_columns(P.clean(self.data), out_user))
-            out_columns = list(out_user.columns)
-        writes = list(writes)
+                if call.slot_column:
+                    meta = meta.assign(**{call.slot_column: np.zeros(0, dtype=np.int64)})
+        data = self._partitionwise(P.map_partition, func, writes, kwargs, call, meta=meta)
+        out_columns = [c for c in self.backend.meta(data).columns if not c.startswith(HIDDEN_PREFIX)]
         unknown = [c for c in writes if c not in out_columns]
         if unknown:
             raise ColumnError(f"map writes=: {unknown} are not columns of the function's output {out_columns}")
-        colmap = {c: (reads if c in writes else [c]) for c in out_columns}
         missing = [c for c in out_columns if c not in writes and c not in self.columns]
         if missing:
             raise LineageError(f"map: output columns {missing} are new; list them in writes=")
-        params = {"func": describe_function(func), "reads": reads, "writes": writes, "kwargs": repr(kwargs)}
-        return self._derive(data, unary("map", self.node, out_columns, colmap, params))
+        sources = list(self.columns) if reads is None else reads
+        colmap = {c: (sources if c in writes else [c]) for c in out_columns}
+        node = unary("map", self.node, out_columns, colmap, params, node_id=node_id,
+                     spread=self._spread_of(lineage, [c for c in writes if c in out_columns]))
+        return self._derive(data, node, recorders=self._with_spread(data, node))
 
-    def assign(self, **assignments: Any) -> "Tracked":
+    def assign(self, lineage: LineageType | None = None, **assignments: Any) -> "Tracked":
+        if lineage is not None and not isinstance(lineage, LineageType):
+            assignments = {"lineage": lineage, **assignments}  # a column named "lineage"
+            lineage = None
+        if not assignments:
+            raise LineageError("assign: name at least one column, e.g. assign(total=lambda p: p.a + p.b)")
         for name, value in assignments.items():
+            if not isinstance(name, str) or name.startswith(HIDDEN_PREFIX):
+                raise ColumnError(f"assign: column names must be strings not starting with {HIDDEN_PREFIX!r}, got {name!r}")
             if isinstance(value, (pd.Series, pd.DataFrame, np.ndarray, list)) or is_dask(value):
                 raise LineageError(
                     f"assign {name}=: pass a callable (lambda p: ...) or a scalar, not a {type(value).__name__}; "
                     "values computed outside hippo carry no lineage"
                 )
-        probe = self._probe()
-        sources: dict[str, list[str]] = {c: [c] for c in self.columns}
+        declared = as_lineage_type(lineage, "assign")
+        # one node per column, in order, as pandas evaluates them: each is checked on its own
+        tracked = self
         for name, value in assignments.items():
-            if callable(value):
-                reads, out = P.infer_reads(value, probe)
-                if reads is None:
-                    reads = set(probe.columns)
-                sources[name] = sorted({s for c in reads for s in sources.get(c, [c])})
-                try:
-                    probe = probe.assign(**{name: out if out is not None else value(probe)})
-                except Exception:  # the probe is only for inference; fall back to "reads everything"
-                    probe = probe.assign(**{name: np.nan})
-            else:
-                sources[name] = []
-                probe = probe.assign(**{name: value})
-        if self.is_dask:
-            data = self.data.map_partitions(P.assign_partition, assignments, meta=self._user_meta(P.assign_partition, assignments))
-        else:
-            data = P.assign_partition(self.data, assignments)
-        out_columns = list(self.columns) + [c for c in assignments if c not in self.columns]
-        params = {name: (describe_function(v) if callable(v) else repr(v)) for name, v in assignments.items()}
-        return self._derive(data, unary("assign", self.node, out_columns, {c: sources[c] for c in out_columns}, params))
+            tracked = tracked._assign_one(name, value, declared)
+        return tracked
 
-    def filter(self, predicate: Callable) -> "Tracked":
+    def _assign_one(self, name: str, value: Any, lineage: LineageType) -> "Tracked":
+        what = f"assign {name}="
+        if callable(value):
+            reads = self._reads(what, value, lineage.reads, self._probe())
+            sources = list(self.columns) if reads is None else reads
+            params = {"column": name, "func": describe_function(value), "reads": reads, "lineage": lineage.describe()}
+            kind = lineage
+        else:
+            reads, sources, kind = [], [], as_lineage_type(None, what)
+            params = {"column": name, "value": repr(value)}
+        node_id = token("assign", self.node.id, params, value)
+        call = self._user_call(what, kind, reads, node_id)
+        meta = self._dry_meta(P.assign_partition, name, value, call) if self.is_dask else None
+        data = self._partitionwise(P.assign_partition, name, value, call, meta=meta)
+        out_columns = list(self.columns) + ([name] if name not in self.columns else [])
+        colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
+        colmap[name] = sources
+        node = unary("assign", self.node, out_columns, colmap, params, node_id=node_id,
+                     spread=self._spread_of(kind, [name]))
+        return self._derive(data, node, recorders=self._with_spread(data, node))
+
+    def filter(self, predicate: Callable, lineage: LineageType | None = None) -> "Tracked":
         if not callable(predicate):
             raise LineageError(
                 "filter: pass a callable that takes a partition and returns a boolean mask, e.g. lambda p: p.amount > 0"
             )
-        if self.is_dask:
-            data = self.data.map_partitions(P.filter_partition, predicate, meta=self.data._meta)
-        else:
-            data = P.filter_partition(self.data, predicate)
-        reads, _ = P.infer_reads(predicate, self._probe())
-        params = {"predicate": describe_function(predicate), "reads": sorted(reads) if reads is not None else None}
-        return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params))
+        lineage = as_lineage_type(lineage, "filter")
+        reads = self._reads("filter", predicate, lineage.reads, self._probe())
+        params = {"predicate": describe_function(predicate), "reads": reads, "lineage": lineage.describe()}
+        node_id = token("filter", self.node.id, params, predicate)
+        # The predicate's columns are not values of the output (DESIGN: filter keeps identity
+        # lineage), so even a row-dependent predicate spreads nothing; it is still checked,
+        # so a sliced replay can trust a row-wise predicate.
+        call = P.UserCall("filter", lineage.kind if lineage.kind == "rowwise" else "declared",
+                          None if reads is None else tuple(reads), node_id)
+        data = self._partitionwise(P.filter_partition, predicate, call, meta=self._meta())
+        return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
+                                        node_id=node_id))
 
     def flatmap(self, func: Callable, columns: Sequence[str] | None = None, reads: Sequence[str] | None = None,
                 writes: Sequence[str] | None = None) -> "Tracked":
@@ -276,19 +307,17 @@ class Tracked:
             if not columns:
                 raise LineageError("flatmap: could not learn the output columns from a sample row; pass columns=[...]")
         columns = list(columns)
+        # the function sees one row at a time, so it is row-wise by construction
         reads = list(self.columns) if reads is None else list(reads)
         self._require("flatmap reads=", reads)
         if writes is None:
             writes = [c for c in columns if c not in self.columns]
         writes = list(writes)
         colmap = {c: (reads if (c in writes or c not in self.columns) else [c]) for c in columns}
-        if self.is_dask:
-            meta = P.flatmap_partition(self.data._meta, func, columns)
-            data = self.data.map_partitions(P.flatmap_partition, func, columns, meta=meta, enforce_metadata=False)
-        else:
-            data = P.flatmap_partition(self.data, func, columns)
-        params = {"func": describe_function(func), "reads": reads, "writes": writes}
-        return self._derive(data, unary("flatmap", self.node, columns, colmap, params))
+        meta = P.flatmap_partition(self.data._meta, func, columns) if self.is_dask else None
+        data = self._partitionwise(P.flatmap_partition, func, columns, meta=meta)
+        params = {"func": describe_function(func), "reads": reads, "writes": writes, "columns": columns}
+        return self._derive(data, unary("flatmap", self.node, columns, colmap, params, key=func))
 
     # ------------------------------------------------------------------ column ops
     def select(self, columns: str | Sequence[str]) -> "Tracked":
@@ -319,7 +348,8 @@ class Tracked:
 
     def _row_preserving(self, op: str, method: str, args: tuple, kwargs: dict, params: dict) -> "Tracked":
         data = self._partitionwise(P.on_user_columns, method, args, kwargs)
-        return self._derive(data, unary(op, self.node, self.columns, identity_colmap(self.columns), params))
+        return self._derive(data, unary(op, self.node, self.columns, identity_colmap(self.columns), params,
+                                        key=(args, kwargs)))
 
     def astype(self, dtype: Any) -> "Tracked":
         if isinstance(dtype, Mapping):
@@ -357,8 +387,7 @@ class Tracked:
         self._require("drop_duplicates", subset)
         if keep not in ("first", "last"):
             raise LineageError(f"drop_duplicates: keep must be 'first' or 'last', got {keep!r}")
-        kwargs = {"split_out": 1} if self.is_dask else {}
-        data = self.data.drop_duplicates(subset=subset, keep=keep, **kwargs)
+        data = self.backend.drop_duplicates(self.data, subset, keep)
         params = {"subset": subset, "keep": keep}
         return self._derive(data, unary("drop_duplicates", self.node, self.columns, identity_colmap(self.columns), params))
 
@@ -366,17 +395,12 @@ class Tracked:
                random_state: int | None = None) -> "Tracked":
         if random_state is None:  # recorded, so the sample can be replayed
             random_state = int(np.random.default_rng().integers(2**31 - 1))
-        if self.is_dask:
-            if n is not None or frac is None:
-                raise LineageError("sample on a Dask frame takes frac=, not n= (Dask cannot sample an exact count)")
-            data = self.data.sample(frac=frac, replace=replace, random_state=random_state)
-        else:
-            data = self.data.sample(n=n, frac=frac, replace=replace, random_state=random_state)
+        data = self.backend.sample(self.data, n, frac, replace, random_state)
         params = {"n": n, "frac": frac, "replace": replace, "random_state": random_state}
         return self._derive(data, unary("sample", self.node, self.columns, identity_colmap(self.columns), params))
 
     def head(self, n: int = 5) -> "Tracked":
-        data = self.data.head(n, npartitions=-1, compute=False) if self.is_dask else self.data.head(n)
+        data = self.backend.head(self.data, n)
         return self._derive(data, unary("head", self.node, self.columns, identity_colmap(self.columns), {"n": n}))
 
     def explode(self, column: str | Sequence[str], ignore_index: bool = False) -> "Tracked":
@@ -389,39 +413,34 @@ class Tracked:
         return self._derive(data, unary("explode", self.node, self.columns, identity_colmap(self.columns), params))
 
     # ------------------------------------------------------------------ many-to-one, many-to-many
+    def _check_named(self, what: str, keys: list[str], named: Mapping[str, tuple[str, str]]) -> None:
+        if not named:
+            raise LineageError(f"groupby().{what}: name at least one output, e.g. {what}(mean_x=('x', 'mean'))")
+        for out, spec in named.items():
+            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str)):
+                raise LineageError(f"groupby().{what} {out}=: use a named aggregation (column, 'function'), got {spec!r}")
+            col, func = spec
+            if func not in AGGREGATIONS:
+                raise LineageError(f"groupby().{what} {out}=: unknown aggregation {func!r}; use one of {sorted(AGGREGATIONS)}")
+            self._require(f"groupby().{what} {out}=", [col])
+            if out in keys or out.startswith(HIDDEN_PREFIX):
+                raise ColumnError(f"groupby().{what}: output name {out!r} clashes with a key or is reserved")
+
+    def _recorded(self, keys: list[str], dropna: bool, node_id: str) -> Any:
+        """This frame's data, each partition writing which group its rows joined (on the workers)."""
+        return self._partitionwise(P.record_membership, keys, dropna, self.store.fragment_dir(node_id), node_id,
+                                   meta=self._meta())
+
     def groupby_agg(self, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool = True) -> "Tracked":
         keys = [keys] if isinstance(keys, str) else list(keys)
         self._require("groupby", keys)
-        if not named:
-            raise LineageError("groupby().agg: name at least one aggregation, e.g. agg(mean_x=('x', 'mean'))")
-        for out, spec in named.items():
-            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str)):
-                raise LineageError(f"groupby().agg {out}=: use a named aggregation (column, 'function'), got {spec!r}")
-            col, func = spec
-            if func not in AGGREGATIONS:
-                raise LineageError(f"groupby().agg {out}=: unknown aggregation {func!r}; use one of {sorted(AGGREGATIONS)}")
-            self._require(f"groupby().agg {out}=", [col])
-            if out in keys or out.startswith(HIDDEN_PREFIX):
-                raise ColumnError(f"groupby().agg: output name {out!r} clashes with a key or is reserved")
+        self._check_named("agg", keys, named)
         params = {"keys": keys, "aggregations": {k: list(v) for k, v in named.items()}, "dropna": dropna}
         identity = token("groupby", self.node.id, params)
         slot = "g" + identity[:10]
-        fragment_dir = self.store.fragment_dir(identity)
-        recorded = self._partitionwise(P.record_membership, keys, fragment_dir, meta=self._meta())
-        grouped = recorded.groupby(keys, dropna=dropna) if self.is_dask else recorded.groupby(keys, dropna=dropna, sort=True)
-        if self.is_dask:
-            # Dask cannot mix its custom nunique aggregation with the shuffle-based ones
-            # (median) in one call: aggregate them apart and join the results on the keys.
-            batches = [{k: v for k, v in named.items() if (v[1] == "nunique") == custom} for custom in (False, True)]
-            outs = [grouped.agg(**{k: pd.NamedAgg(column=c, aggfunc=P.dask_aggregation(f)) for k, (c, f) in b.items()})
-                    for b in batches if b]
-            out = outs[0] if len(outs) == 1 else outs[0].join(outs[1])
-            out = out[list(named)].reset_index()
-        else:
-            out = grouped.agg(**{k: pd.NamedAgg(column=c, aggfunc=f) for k, (c, f) in named.items()}).reset_index()
-        if not self.is_dask and len(out) == 0:
-            out = out.astype({k: self.data[k].dtype for k in keys})
-        data = partitionwise(out, P.add_group_id, keys, hidden(slot))
+        recorded = self._recorded(keys, dropna, identity)
+        out = self.backend.groupby_agg(recorded, keys, named, dropna)
+        data = backend_of(out).partitionwise(out, P.add_group_id, keys, hidden(slot))
         columns = keys + list(named)
         colmap: dict[str, tuple[tuple[int, str], ...]] = {k: ((0, k),) for k in keys}
         for k, (c, f) in named.items():
@@ -431,7 +450,34 @@ class Tracked:
             id=identity, op="groupby", inputs=(self.node,), columns=tuple(columns), colmap=colmap,
             slots=(slot,), slot_from=({},), new_slot=slot, slot_origin={slot: identity}, params=params,
         )
-        return self._derive(data, node)
+        return self._derive(data, node, recorders={**self.recorders, identity: recorded})
+
+    def groupby_transform(self, keys: Sequence[str], named: Mapping[str, tuple[str, str]],
+                          dropna: bool = True) -> "Tracked":
+        """Each row gets its group's aggregates as new columns; same rows, same order."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        self._require("groupby", keys)
+        self._check_named("transform", keys, named)
+        clash = [o for o in named if o in self.columns]
+        if clash:
+            raise ColumnError(f"groupby().transform: output column(s) {clash} already exist; pick new names")
+        params = {"keys": keys, "aggregations": {k: list(v) for k, v in named.items()}, "dropna": dropna}
+        identity = token("transform", self.node.id, params)
+        slot_column = hidden(spread_slot(identity))
+        recorded = self._recorded(keys, dropna, identity)
+        groups = self.backend.groupby_agg(recorded, keys, named, dropna)
+        outs = list(named)
+        meta = None
+        if self.is_dask:
+            meta = P.transform_partition(self.data._meta, groups._meta, keys, outs, dropna, slot_column)
+        data = self._partitionwise(P.transform_partition, groups, keys, outs, dropna, slot_column, meta=meta)
+        out_columns = list(self.columns) + outs
+        colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
+        for o, (c, f) in named.items():
+            colmap[o] = [] if f == "size" else [c]
+        node = unary("transform", self.node, out_columns, colmap, params, node_id=identity,
+                     spread={o: {"kind": "group"} for o in outs})
+        return self._derive(data, node, recorders={**self.recorders, identity: recorded})
 
     def merge(self, right: "Tracked", how: str = "inner", on: str | Sequence[str] | None = None,
               left_on: str | Sequence[str] | None = None, right_on: str | Sequence[str] | None = None,
@@ -460,24 +506,27 @@ class Tracked:
         identity = token("merge", self.node.id, right.node.id, params)
         # The right side's slots get new names where they collide (self-joins, diamonds).
         renamed = {s: (s if s not in self.node.slots else f"{s}_{identity[:6]}") for s in right.node.slots}
+        left_data = self.data
         right_data = right.data.rename(columns={hidden(s): hidden(t) for s, t in renamed.items() if s != t})
-        data = self.data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
+        # A side that may be absent carries its ids as nullable Int64 through the merge: its
+        # holes are then a state of their own, never a float that rounds a large id.
+        if how in ("right", "outer"):
+            left_data = self.backend.to_nullable_ids(left_data, self.node.hidden_columns)
+        if how in ("left", "outer"):
+            right_data = self.backend.to_nullable_ids(right_data, [hidden(t) for t in renamed.values()])
+        data = left_data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
         slots = self.node.slots + tuple(renamed.values())
         # Output column names follow pandas; learn them from an empty merge of the user columns.
         left_meta, right_meta = P.clean(self._meta()), P.clean(right._meta())
         out_columns = [c for c in left_meta.merge(right_meta, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes).columns]
         colmap = _merge_colmap(list(self.columns), list(right.columns), left_on, right_on, suffixes, out_columns)
         if how != "inner":
-            casts = {}
-            if self.is_dask:  # columns of a side that may be absent, typed as pandas types them with holes
-                sides = {"left": (1,), "right": (0,), "outer": (0, 1)}[how]
-                for c, srcs in colmap.items():
-                    from_sides = {k for k, _ in srcs}
-                    if len(from_sides) == 1 and from_sides <= set(sides):  # a shared key is never missing
-                        dtype = data._meta[c].dtype
-                        if P.nullable_dtype(dtype) != dtype:
-                            casts[c] = P.nullable_dtype(dtype)
-            data = partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts)
+            sides = {"left": (1,), "right": (0,), "outer": (0, 1)}[how]
+            # a shared key is never missing
+            may_miss = [c for c, srcs in colmap.items() if {k for k, _ in srcs} <= set(sides) and len({k for k, _ in srcs}) == 1]
+            casts = self.backend.hole_dtypes(data, may_miss)
+            data = self.backend.partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts,
+                                              meta=_filled_meta(data, [hidden(s) for s in slots], casts) if self.is_dask else None)
         colmap[ROW] = ((0, ROW), (1, ROW))
         origin = dict(self.node.slot_origin)
         origin.update({t: right.node.slot_origin[s] for s, t in renamed.items()})
@@ -490,7 +539,14 @@ class Tracked:
         for col, info in right.sources.items():
             slot = col[len(HIDDEN_PREFIX):]
             sources[hidden(renamed.get(slot, slot))] = info
-        return self._derive(data, node, sources)
+        return self._derive(data, node, sources, recorders={**self.recorders, **right.recorders})
+
+
+def _filled_meta(data: Any, slot_columns: Sequence[str], casts: Mapping[str, Any]) -> pd.DataFrame:
+    meta = data._meta
+    fixed = {c: np.zeros(0, dtype=np.int64) for c in slot_columns}
+    fixed.update({c: meta[c].astype(t) for c, t in casts.items()})
+    return meta.assign(**fixed)
 
 
 def _merge_colmap(left: list[str], right: list[str], left_on: list[str], right_on: list[str],
@@ -531,15 +587,9 @@ def concat(frames: Sequence[Tracked], ignore_index: bool = False) -> Tracked:
     pieces = []
     for k, f in enumerate(frames):
         absent = [hidden(s) for s in slots if s not in f.node.slots]
-        pieces.append(f._partitionwise(P.tag_input, hidden(tag), k, absent))
-    if frames[0].is_dask:
-        import dask.dataframe as dd
-
-        data = dd.concat(pieces, ignore_unknown_divisions=True)
-        if ignore_index:
-            data = data.reset_index(drop=True)
-    else:
-        data = pd.concat(pieces, ignore_index=ignore_index)
+        meta = P.tag_input(f._meta(), hidden(tag), k, absent) if f.is_dask else None
+        pieces.append(f._partitionwise(P.tag_input, hidden(tag), k, absent, meta=meta))
+    data = frames[0].backend.concat(pieces, ignore_index)
     columns: list[str] = []
     for f in frames:
         columns.extend(c for c in f.columns if c not in columns)
@@ -548,13 +598,15 @@ def concat(frames: Sequence[Tracked], ignore_index: bool = False) -> Tracked:
     colmap[ROW] = tuple((k, ROW) for k in range(len(frames)))
     origin: dict[str, str] = {}
     sources: dict[str, SourceInfo] = {}
+    recorders: dict[str, Any] = {}
     for f in frames:
         origin.update(f.node.slot_origin)
         sources.update(f.sources)
+        recorders.update(f.recorders)
     origin[tag] = identity
     node = Node(
         id=identity, op="concat", inputs=tuple(f.node for f in frames), columns=tuple(columns), colmap=colmap,
         slots=tuple(slots) + (tag,), slot_from=tuple({s: s for s in f.node.slots} for f in frames),
         new_slot=tag, slot_origin=origin, params=params,
     )
-    return Tracked(data, node, frames[0].store, sources)
+    return Tracked(data, node, frames[0].store, sources, recorders)

@@ -381,12 +381,14 @@ class Lineage:
                     else:
                         cell_parts.append((positions, col))
                 continue
-            projected: dict[tuple[int, int], SlotRows] = {}
+            projected: dict[tuple[int, int, str], SlotRows] = {}
             for col, t in current.items():
+                spread = node.spread.get(col)
                 for k, in_col in node.colmap.get(col, ()):
-                    key = (id(t), k)
+                    key = (id(t), k, spread["kind"] if spread else "")
                     if key not in projected:
-                        projected[key] = self._backward_step(node, k, t)
+                        projected[key] = (self._spread_backward(node, t, spread) if spread
+                                          else self._backward_step(node, k, t))
                     t_in = projected[key]
                     if len(t_in):
                         target = state.setdefault(node.inputs[k].id, {})
@@ -400,7 +402,7 @@ class Lineage:
     def _backward_step(self, node: Node, k: int, t: SlotRows) -> SlotRows:
         """Slot tuples of ``node``'s rows -> slot tuples of the rows of input ``k`` they came from."""
         if node.op in ONE_TO_ONE:
-            return t
+            return t if t.slots == node.inputs[0].slots else t.project(node.slot_from[0]).unique()
         if node.op == "merge":
             side = t.project(node.slot_from[k])
             present = (side.values != MISSING).any(axis=1)  # every real row has a slot set
@@ -419,6 +421,24 @@ class Lineage:
             codes = index.get_indexer(wanted)
             return members.take(by_group.backward(np.sort(codes[codes >= 0]))).unique()
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
+
+    def _spread_backward(self, node: Node, t: SlotRows, spread: Mapping[str, Any]) -> SlotRows:
+        """Rows of the input whose values fed a spread column of rows ``t`` (a group, a window)."""
+        wanted = _sorted_unique(t.column(node.new_slot))
+        members, gids = self.members(node)
+        if spread["kind"] == "window":
+            wanted = _window_ids(wanted, spread["preceding"], spread["following"], self._window_ends(node))
+        return members.take(_core.isin_sorted(wanted, gids)).unique()
+
+    def _window_ends(self, node: Node) -> dict[int, int]:
+        """Last position of each window fragment (its ``high`` id half), from the memberships."""
+        key = ("ends", node.id)
+        if key not in self._group_index:
+            _, gids = self.members(node)
+            high, low = gids >> OFFSET_BITS, gids & ((1 << OFFSET_BITS) - 1)
+            ends = pd.Series(low).groupby(high).max() if len(gids) else pd.Series(dtype=np.int64)
+            self._group_index[key] = {int(h): int(v) for h, v in ends.items()}  # type: ignore[assignment]
+        return self._group_index[key]  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ forward
     def forward(self, source: str, rows: int | Sequence[int] | np.ndarray,
@@ -455,16 +475,19 @@ class Lineage:
                 upstream = state.get(parent.id)
                 if not upstream:
                     continue
-                mapped: dict[int, list[Atom]] = {}
+                mapped: dict[tuple[int, str], list[Atom]] = {}
                 for out_col, srcs in current.colmap.items():
+                    spread = current.spread.get(out_col)
                     for kk, in_col in srcs:
                         if kk != k or in_col not in upstream:
                             continue
                         atoms = upstream[in_col]
-                        if id(atoms) not in mapped:
-                            mapped[id(atoms)] = self._forward_step(current, k, atoms)
-                        if mapped[id(atoms)]:
-                            produced.setdefault(out_col, []).extend(mapped[id(atoms)])
+                        key = (id(atoms), spread["kind"] if spread else "")
+                        if key not in mapped:
+                            mapped[key] = (self._spread_forward(current, atoms, spread) if spread
+                                           else self._forward_step(current, k, atoms))
+                        if mapped[key]:
+                            produced.setdefault(out_col, []).extend(mapped[key])
             if produced:
                 state[current.id] = {c: _merge_atoms(a) for c, a in produced.items()}
         final = state.get(self._result.id, {})
@@ -485,6 +508,14 @@ class Lineage:
                 cell_parts.append((np.flatnonzero(mask), col))
         return _trace_set(np.flatnonzero(row_mask if cols is None else any_cell), cell_parts)
 
+    def _spread_forward(self, node: Node, atoms: list[Atom], spread: Mapping[str, Any]) -> list[Atom]:
+        """Output rows whose spread column a set of input rows fed: their group / window ids."""
+        members, member_gids = self.members(node)
+        gids = _sorted_unique(member_gids[_evaluate(atoms, members)])
+        if spread["kind"] == "window":
+            gids = _window_ids(gids, spread["following"], spread["preceding"], self._window_ends(node))
+        return [(node.new_slot, gids, ())] if len(gids) else []
+
     def _forward_step(self, node: Node, k: int, atoms: list[Atom]) -> list[Atom]:
         if node.op in ONE_TO_ONE:
             return atoms
@@ -498,6 +529,24 @@ class Lineage:
             gids = _sorted_unique(member_gids[_evaluate(atoms, members)])
             return [(node.new_slot, gids, ())] if len(gids) else []
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
+
+
+def _window_ids(ids: np.ndarray, before: int | None, after: int | None, ends: Mapping[int, int]) -> np.ndarray:
+    """Sorted unique window ids ``high << 32 | pos`` within ``[pos - before, pos + after]`` of each of ``ids``.
+
+    ``None`` means unbounded: back to position 0, or on to the end of that
+    window fragment (``ends``). A range never leaves its fragment (its ``high``).
+    """
+    if not len(ids):
+        return ids
+    high, pos = ids >> OFFSET_BITS, ids & ((1 << OFFSET_BITS) - 1)
+    end = np.array([ends.get(int(h), -1) for h in high], dtype=np.int64)
+    lo = np.zeros_like(pos) if before is None else np.maximum(pos - before, 0)
+    hi = end if after is None else np.minimum(pos + after, np.maximum(end, pos))
+    lengths = np.maximum(hi - lo + 1, 0)
+    starts = (high << OFFSET_BITS) | lo
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.unique(np.repeat(starts, lengths) + offsets)
 
 
 def _merge_atoms(atoms: list[Atom]) -> list[Atom]:

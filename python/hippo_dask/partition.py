@@ -15,6 +15,7 @@ expressions) writes the same bytes to the same key.
 from __future__ import annotations
 
 import contextvars
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -40,7 +41,11 @@ SPLIT_HIGH, SPLIT_LOW = ":hi", ":lo"
 def clean(part: pd.DataFrame) -> pd.DataFrame:
     """``part`` without its hidden slot columns (what a user may see)."""
     hidden_cols = [c for c in part.columns if isinstance(c, str) and c.startswith(HIDDEN_PREFIX)]
-    return part.drop(columns=hidden_cols) if hidden_cols else part
+    out = part.drop(columns=hidden_cols) if hidden_cols else part
+    if out.attrs:  # receipts ride in attrs between hippo's own tasks; user code never sees them
+        out = out.copy(deep=False) if out is part else out
+        out.attrs = {}
+    return out
 
 
 def hidden_of(part: pd.DataFrame) -> list[str]:
@@ -201,8 +206,158 @@ def _same_values(old: pd.Series, new: pd.Series) -> bool:
 # one-to-one operations
 
 
+@dataclass(frozen=True)
+class UserCall:
+    """How one user function is applied and checked, per partition.
+
+    ``what`` names the operation in errors (``"assign z="``); ``kind`` is the
+    declared or default lineage type (``rowwise``, ``all``, ``window``);
+    ``reads`` the columns it reads (``None``: all of them). Operations whose
+    values spread over rows (``all``, ``window``) write a membership fragment
+    to ``fragment_dir`` and put each row's group / window id in ``slot_column``.
+    """
+
+    what: str
+    kind: str = "rowwise"
+    reads: tuple[str, ...] | None = None
+    node_id: str = ""
+    fragment_dir: str | None = None
+    slot_column: str | None = None
+    order: str | None = None
+
+
+#: Rows of a partition a row-wise check re-runs the function on.
+CHECK_ROWS = 32
+
+
+def _check_positions(user: pd.DataFrame, reads: Sequence[str] | None) -> np.ndarray:
+    """A few rows to re-run a function on: rows with missing values in its reads first, then spread rows.
+
+    Always fewer than all rows, so a value that depends on other rows of the
+    partition changes; deterministic, so a retried task checks the same rows.
+    """
+    n = len(user)
+    size = min(n - 1, CHECK_ROWS)
+    cols = [c for c in (reads if reads is not None else user.columns) if c in user.columns]
+    picks: list[np.ndarray] = []
+    if cols:
+        na_rows = np.flatnonzero(user[cols].isna().to_numpy().any(axis=1))
+        picks.append(na_rows[: size // 2])
+    rng = np.random.default_rng(n)
+    picks.append(rng.choice(n, size=size, replace=False))
+    chosen = np.unique(np.concatenate(picks))
+    if len(chosen) > size:
+        chosen = np.unique(np.concatenate([picks[0], rng.permutation(np.setdiff1d(chosen, picks[0]))]))[:size]
+    return np.sort(chosen)
+
+
+def _as_frame(value: Any) -> pd.DataFrame:
+    if isinstance(value, pd.DataFrame):
+        return value.reset_index(drop=True)
+    if isinstance(value, pd.Series):
+        return value.to_frame().reset_index(drop=True).set_axis(["value"], axis=1)
+    arr = np.asarray(value)
+    return pd.DataFrame({"value": arr.reshape(len(arr), -1)[:, 0] if arr.ndim > 1 else arr})
+
+
+def _same(got: Any, expected: Any) -> bool:
+    a, b = _as_frame(got), _as_frame(expected)
+    if a.shape != b.shape or list(a.columns) != list(b.columns):
+        return False
+    for c in a.columns:
+        try:
+            pd.testing.assert_series_equal(a[c], b[c], check_dtype=False, check_exact=False, rtol=1e-9,
+                                           check_names=False, check_index=False, check_categorical=False)
+        except (AssertionError, TypeError, ValueError):
+            return False
+    return True
+
+
+def _declare_hint(what: str) -> str:
+    return (
+        f"declare its lineage: {what} ..., lineage=hippo.lin.All(reads=[...]) (each value from every row the "
+        "function sees: the frame on pandas, the partition on Dask), hippo.lin.Window(reads=[...], preceding=k) "
+        "(shift, rolling, cumsum), or use df.hippo.groupby(keys).transform(out=(column, func)) for group-wise values"
+    )
+
+
+def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], full: Any, call: UserCall) -> None:
+    """Check that ``apply`` is row-wise and reads only ``call.reads``; raise otherwise.
+
+    Re-runs ``apply`` on a few rows of the partition with the columns outside
+    ``reads`` scrambled, and compares with the values it gave those rows on the
+    whole partition (``full``). Cheap (a few dozen rows a partition), and run
+    on every partition, pandas or Dask alike: inference is checked, not trusted.
+    """
+    n = len(user)
+    if n < 2:
+        return  # one row: its value can depend on no other row
+    rows = _check_positions(user, call.reads)
+    sub = user.iloc[rows]
+    expected = full.iloc[rows] if isinstance(full, (pd.Series, pd.DataFrame)) else np.asarray(full)[rows]
+    others = [c for c in user.columns if call.reads is not None and c not in call.reads]
+    scrambled = sub
+    if others and len(sub) > 1:
+        shift = np.roll(np.arange(len(sub)), 1)
+        scrambled = sub.assign(**{c: sub[c].iloc[shift].to_numpy() for c in others})
+    try:
+        got = apply(scrambled)
+        ok = _same(got, expected)
+    except Exception:  # noqa: BLE001 - any failure on the scrambled rows is a failed check
+        ok = False
+    if ok:
+        return
+    try:
+        plain_ok = _same(apply(sub), expected)
+    except Exception:  # noqa: BLE001
+        plain_ok = False
+    if plain_ok and others:
+        raise LineageError(
+            f"{call.what}: the function's values changed when columns outside its reads {list(call.reads or [])} "
+            f"were scrambled, so it reads more columns than that; pass lineage=hippo.lin.Rowwise(reads=[...]) "
+            "with every column it reads"
+        )
+    raise LineageError(
+        f"{call.what}: the function is not row-wise: its values for some rows changed when other rows of the "
+        f"partition were left out (it depends on other rows, or is not deterministic); {_declare_hint(call.what)}"
+    )
+
+
+def _content_id(part: pd.DataFrame, salt: str) -> int:
+    """A non-negative id of a partition's rows (their slot values), stable across task retries."""
+    data = b"".join(np.ascontiguousarray(part[c].to_numpy(dtype=np.int64)).tobytes() for c in hidden_of(part))
+    return int(_core.checksum(salt.encode() + data)) & ((1 << 63) - 1)
+
+
+def spread(part: pd.DataFrame, out: pd.DataFrame, call: UserCall) -> pd.DataFrame:
+    """For ``all`` / ``window`` lineage: give each row its group / window id and record the membership.
+
+    ``all``: every row of the partition shares one id (a hash of its rows).
+    ``window``: row ``i`` in window order gets ``high << 32 | i`` (``high``: 31 bits
+    of a hash of the partition's rows), so a window is a range of ids.
+    """
+    if call.kind == "rowwise":
+        return out
+    n = len(part)
+    if call.kind == "all":
+        ids = np.full(n, _content_id(part, call.node_id) | int(_HASHED), dtype=np.int64)
+    else:
+        position = np.arange(n, dtype=np.int64)
+        if call.order is not None:
+            order = np.argsort(part[call.order].to_numpy(), kind="stable") if n else position
+            position = np.empty(n, dtype=np.int64)
+            position[order] = np.arange(n, dtype=np.int64)
+        high = _content_id(part, call.node_id) & ((1 << 31) - 1)
+        ids = (np.int64(high) << OFFSET_BITS) | position
+    arrays = membership_slots(part)
+    arrays[GROUP_ID] = ids
+    out = out.assign(**{call.slot_column: ids})
+    return write_membership(part, arrays, call.fragment_dir, call.node_id, out)
+
+
 def map_partition(
-    part: pd.DataFrame, func: Callable, writes: Sequence[str] | None, kwargs: Mapping[str, Any]
+    part: pd.DataFrame, func: Callable, writes: Sequence[str] | None, kwargs: Mapping[str, Any],
+    call: UserCall = UserCall("map"),
 ) -> pd.DataFrame:
     """Apply a user ``map`` function: same rows, same order, some columns rewritten.
 
@@ -231,26 +386,40 @@ def map_partition(
                 f"map: the function changed column(s) {sorted(undeclared)} that are not in writes={list(writes)}; "
                 "pass writes= with every column the function creates or modifies"
             )
-    return reattach(out, part)
+    written = list(out.columns) if writes is None else [c for c in writes if c in out.columns]
+    if call.kind == "rowwise" and written:  # unwritten columns were checked unchanged above
+        verify_rowwise(user, lambda u: func(u, **kwargs)[written], out[written], call)
+    return spread(part, reattach(out, part), call)
 
 
-def assign_partition(part: pd.DataFrame, assignments: Mapping[str, Any]) -> pd.DataFrame:
-    out = clean(part).assign(**assignments)
-    return reattach(out, part)
-
-
-def filter_partition(part: pd.DataFrame, predicate: Callable) -> pd.DataFrame:
+def assign_partition(part: pd.DataFrame, name: str, value: Any, call: UserCall = UserCall("assign")) -> pd.DataFrame:
+    """Add or replace one column from a callable (checked per ``call``) or a scalar."""
     user = clean(part)
-    mask = predicate(user)
-    if isinstance(mask, pd.Series):
-        if not mask.index.equals(user.index):
-            raise LineageError("filter: the predicate returned a Series with another index; return one aligned with the partition")
-        mask = mask.to_numpy()
-    mask = np.asarray(mask)
-    if mask.shape != (len(user),) or mask.dtype != bool:
-        raise LineageError(
-            f"filter: the predicate must return one boolean per row ({len(user)}), got {mask.dtype} of shape {mask.shape}"
-        )
+    out = user.assign(**{name: value})
+    if callable(value) and call.kind == "rowwise":
+        verify_rowwise(user, lambda u: u.assign(**{name: value})[name], out[name], call)
+    return spread(part, reattach(out, part), call)
+
+
+def filter_partition(part: pd.DataFrame, predicate: Callable, call: UserCall = UserCall("filter")) -> pd.DataFrame:
+    user = clean(part)
+
+    def mask_of(frame: pd.DataFrame) -> np.ndarray:
+        mask = predicate(frame)
+        if isinstance(mask, pd.Series):
+            if not mask.index.equals(frame.index):
+                raise LineageError("filter: the predicate returned a Series with another index; return one aligned with the partition")
+            mask = mask.to_numpy()
+        mask = np.asarray(mask)
+        if mask.shape != (len(frame),) or mask.dtype != bool:
+            raise LineageError(
+                f"filter: the predicate must return one boolean per row ({len(frame)}), got {mask.dtype} of shape {mask.shape}"
+            )
+        return mask
+
+    mask = mask_of(user)
+    if call.kind == "rowwise":
+        verify_rowwise(user, mask_of, mask, call)
     return part[mask]
 
 
@@ -289,21 +458,173 @@ def flatmap_partition(part: pd.DataFrame, func: Callable, columns: Sequence[str]
 # group-by, concat
 
 
-def group_ids(keys: pd.DataFrame) -> np.ndarray:
-    """Deterministic non-negative int64 id of each row's group (its key values).
+#: Group ids of plain integer keys in [-2**61, 2**61) are the zigzag-coded key: in [0, 2**62).
+_SMALL_KEY = 1 << 61
+#: Every other group id is a 62-bit hash with bit 62 set: in [2**62, 2**63), never MISSING.
+_HASHED = np.int64(1 << 62)
+_HASH_MASK = np.uint64((1 << 62) - 1)
+_NA_HASH = np.uint64(0x5BD1E9955BD1E995)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_KIND_SALT = {"int": np.uint64(0x1F), "float": np.uint64(0x2F), "str": np.uint64(0x3F), "time": np.uint64(0x4F),
+              "delta": np.uint64(0x5F), "other": np.uint64(0x6F)}
 
-    A single plain integer key is its own id (zigzag-coded so negatives stay
-    distinct): "rows with equal key" is then stored as the key itself, which
-    compresses like the key does. Other keys use pandas' 64-bit hash, masked
-    to 63 bits so ids never collide with ``MISSING``.
+
+def _salted(hashes: np.ndarray, kind: str) -> np.ndarray:
+    return (hashes ^ _KIND_SALT[kind]) * _MIX
+
+
+def _hash_numbers(values: np.ndarray, na: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical hashes of numbers, so that equal numbers (3, 3.0, True) hash alike.
+
+    Returns (hashes, integral mask, the integral values as int64).
     """
-    if keys.shape[1] == 1:
-        col = keys.iloc[:, 0]
-        if pd.api.types.is_integer_dtype(col.dtype) and not pd.api.types.is_extension_array_dtype(col.dtype):
-            v = col.to_numpy().astype(np.int64, copy=False)
-            return ((v << 1) ^ (v >> 63)) & np.int64(0x7FFF_FFFF_FFFF_FFFF)
-    hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy()
-    return (hashed & np.uint64(0x7FFF_FFFF_FFFF_FFFF)).astype(np.int64)
+    from pandas.util import hash_array
+
+    n = len(values)
+    hashes = np.full(n, _NA_HASH, dtype=np.uint64)
+    if values.dtype.kind in "biu":
+        ints = values.astype(np.int64, copy=False) if values.dtype.kind != "u" else values.astype(np.int64)
+        integral = ~na
+        if values.dtype.kind == "u":  # above int64: a number of its own
+            big = values > np.uint64(np.iinfo(np.int64).max)
+            integral &= ~big
+            if big.any():
+                hashes[big] = _salted(hash_array(values[big].astype(np.uint64)), "other")
+        hashes[integral] = _salted(hash_array(ints[integral]), "int")
+        return hashes, integral, ints
+    floats = values.astype(np.float64, copy=False)
+    finite = ~na & np.isfinite(floats)
+    with np.errstate(invalid="ignore"):
+        integral = finite & (floats == np.floor(floats)) & (np.abs(floats) < 2.0**63)
+    ints = np.zeros(n, dtype=np.int64)
+    ints[integral] = floats[integral].astype(np.int64)
+    hashes[integral] = _salted(hash_array(ints[integral]), "int")
+    other = ~na & ~integral  # fractions and infinities, by their bits (-0.0 is integral, so never here)
+    hashes[other] = _salted(hash_array(floats[other]), "float")
+    return hashes, integral, ints
+
+
+def _hash_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical hashes of an object column: NA-likes alike, numbers by value, the rest by str."""
+    import numbers
+
+    from pandas.util import hash_array
+
+    n = len(values)
+    na = np.asarray(pd.isna(values), dtype=bool)
+    as_number = np.zeros(n, dtype=bool)
+    numbers_ = np.zeros(n, dtype=np.float64)
+    big: dict[int, int] = {}
+    texts = np.empty(n, dtype=object)
+    kinds = np.zeros(n, dtype=np.int8)  # 0 number, 1 str, 2 other
+    for i, v in enumerate(values):
+        if na[i]:
+            continue
+        if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral)):
+            iv = int(v)
+            if -(1 << 63) <= iv < (1 << 63):
+                big[i] = iv
+                as_number[i] = True
+                continue
+            texts[i], kinds[i] = repr(iv), 2
+        elif isinstance(v, numbers.Real):
+            as_number[i] = True
+            numbers_[i] = float(v)
+        elif isinstance(v, str):
+            texts[i], kinds[i] = v, 1
+        else:
+            texts[i], kinds[i] = f"{type(v).__qualname__}:{v!r}", 2
+    hashes = np.full(n, _NA_HASH, dtype=np.uint64)
+    integral = np.zeros(n, dtype=bool)
+    ints = np.zeros(n, dtype=np.int64)
+    if as_number.any():
+        idx = np.flatnonzero(as_number)
+        floats = numbers_[idx]
+        exact = np.array([i in big for i in idx])
+        h, integ, iv = _hash_numbers(floats, np.zeros(len(idx), dtype=bool))
+        if exact.any():  # Python ints: exact, not through float
+            exact_vals = np.array([big[i] for i in idx[exact]], dtype=np.int64)
+            h[exact] = _salted(hash_array(exact_vals), "int")
+            integ[exact] = True
+            iv[exact] = exact_vals
+        hashes[idx], integral[idx], ints[idx] = h, integ, iv
+    for kind, salt in ((1, "str"), (2, "other")):
+        sel = (kinds == kind) & ~na & ~as_number
+        if sel.any():
+            hashes[sel] = _salted(hash_array(texts[sel].astype(object)), salt)
+    return hashes, integral, ints
+
+
+def _hash_column(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hash, integral mask, int value) of each value of one key column, by its value alone.
+
+    Equal keys hash alike whatever their dtype: pandas groups and joins by value,
+    so an id that depended on the dtype (int in one partition, float after a hole
+    in another) or on the representation (-0.0, a NaN payload, None vs NaN) would
+    split one group and lose lineage.
+    """
+    from pandas.util import hash_array
+
+    dtype = col.dtype
+    na = np.asarray(col.isna().to_numpy(), dtype=bool)
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = dtype.categories.to_series(index=range(len(dtype.categories)))
+        h, integ, iv = _hash_column(cats)
+        codes = col.cat.codes.to_numpy()
+        ok = codes >= 0
+        hashes = np.full(len(col), _NA_HASH, dtype=np.uint64)
+        integral = np.zeros(len(col), dtype=bool)
+        ints = np.zeros(len(col), dtype=np.int64)
+        hashes[ok], integral[ok], ints[ok] = h[codes[ok]], integ[codes[ok]], iv[codes[ok]]
+        return hashes, integral, ints
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+        if isinstance(dtype, np.dtype):
+            values = col.to_numpy()
+        else:  # masked / arrow numbers: fill holes with 0 (masked by ``na``)
+            target = np.float64 if pd.api.types.is_float_dtype(dtype) else (np.uint64 if pd.api.types.is_unsigned_integer_dtype(dtype) else np.int64)
+            values = col.to_numpy(dtype=target, na_value=0)
+        return _hash_numbers(values, na)
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        kind = "time" if pd.api.types.is_datetime64_any_dtype(dtype) else "delta"
+        values = col.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(dtype, "tz", None) is not None else col
+        ns = values.astype("datetime64[ns]" if kind == "time" else "timedelta64[ns]").to_numpy().view(np.int64)
+        hashes = np.full(len(col), _NA_HASH, dtype=np.uint64)
+        hashes[~na] = _salted(hash_array(ns[~na]), kind)
+        return hashes, np.zeros(len(col), dtype=bool), np.zeros(len(col), dtype=np.int64)
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        texts = col.to_numpy(dtype=object, na_value=None)
+        hashes = np.full(len(col), _NA_HASH, dtype=np.uint64)
+        if (~na).any():
+            hashes[~na] = _salted(hash_array(texts[~na]), "str")
+        return hashes, np.zeros(len(col), dtype=bool), np.zeros(len(col), dtype=np.int64)
+    return _hash_objects(col.to_numpy(dtype=object))
+
+
+def group_ids(keys: pd.DataFrame) -> np.ndarray:
+    """Deterministic non-negative int64 id of each row's group (its key values), exact.
+
+    A single key whose value is an integer in [-2**61, 2**61) (whatever the
+    column's dtype: 3 and 3.0 are one group, as pandas groups them) is its own
+    id, zigzag-coded into [0, 2**62): "rows with equal key" is then stored as
+    the key itself, which compresses like the key does. Every other key is a
+    62-bit hash of its values with bit 62 set, in [2**62, 2**63): the two
+    ranges never meet, and no id is ``MISSING``.
+    """
+    n = len(keys)
+    combined = np.zeros(n, dtype=np.uint64)
+    small = np.zeros(n, dtype=bool)
+    zigzag = np.zeros(n, dtype=np.int64)
+    for j in range(keys.shape[1]):
+        hashes, integral, ints = _hash_column(keys.iloc[:, j])
+        combined = (combined ^ hashes) * _MIX + np.uint64(j + 1)
+        combined ^= combined >> np.uint64(29)
+        if keys.shape[1] == 1:
+            small = integral & (ints >= -_SMALL_KEY) & (ints < _SMALL_KEY)
+            zigzag = (ints << 1) ^ (ints >> 63)
+    ids = (combined & _HASH_MASK).astype(np.int64) | _HASHED
+    if small.any():
+        ids[small] = zigzag[small]
+    return ids
 
 
 def _distinct_values(values: pd.Series) -> list:
@@ -331,6 +652,16 @@ def dask_aggregation(func: str):
     return dd.Aggregation(name="nunique", chunk=_nunique_chunk, agg=_nunique_combine, finalize=_nunique_finalize)
 
 
+def membership_slots(part: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A partition's slot values, each split into high and low 32 bits (see :func:`membership_arrays`)."""
+    arrays = {}
+    for c in hidden_of(part):
+        ids = part[c].to_numpy(dtype=np.int64)
+        arrays[c + SPLIT_HIGH] = ids >> OFFSET_BITS
+        arrays[c + SPLIT_LOW] = ids & _OFFSET_MASK
+    return arrays
+
+
 def membership_arrays(part: pd.DataFrame, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """Which group each row of a group-by input belongs to, by slot tuple.
 
@@ -338,30 +669,90 @@ def membership_arrays(part: pd.DataFrame, keys: Sequence[str]) -> dict[str, np.n
     ``partition << 32 | offset``, and the two halves bit-pack into about
     log2(partitions) + log2(partition rows) bits, where the whole id would take 32+.
     """
-    arrays = {}
-    for c in hidden_of(part):
-        ids = part[c].to_numpy(dtype=np.int64)
-        arrays[c + SPLIT_HIGH] = ids >> OFFSET_BITS
-        arrays[c + SPLIT_LOW] = ids & _OFFSET_MASK
+    arrays = membership_slots(part)
     arrays[GROUP_ID] = group_ids(part[list(keys)])
     return arrays
 
 
-def record_membership(part: pd.DataFrame, keys: Sequence[str], fragment_dir: str) -> pd.DataFrame:
-    """Write the group membership of this partition to the store; pass it through.
+#: Key of the receipts dict in a partition's ``attrs``: node id -> receipt of the fragment it wrote.
+RECEIPTS = "hippo_receipts"
 
-    Runs where the partition is (on a worker for Dask). The fragment is named
-    by its checksum, so re-running the task rewrites the same file.
+
+def write_membership(part: pd.DataFrame, arrays: Mapping[str, np.ndarray], fragment_dir: str | None, node_id: str,
+                     out: pd.DataFrame) -> pd.DataFrame:
+    """Write one partition's membership fragment; return ``out`` carrying its receipt.
+
+    The fragment is named by its checksum, so re-running the task rewrites the
+    same file. The receipt (the fragment's name) rides in ``out.attrs`` to the
+    task that collects receipts for the manifest (:func:`receipt_of`): a run lists
+    exactly the fragments its own tasks wrote, never a folder's contents.
+    ``fragment_dir=None`` (a dry run on fake rows, for Dask's meta) writes nothing.
     """
-    if len(part):
+    receipt: dict[str, Any] = {"rows": int(len(part)), "fragment": "", "checksum": "", "bytes": 0}
+    if len(part) and fragment_dir is not None:
         from .store import write_fragment
 
-        write_fragment(fragment_dir, _core.encode_fragment(membership_arrays(part, keys)))
-    return part
+        data = _core.encode_fragment(dict(arrays))
+        receipt["fragment"] = write_fragment(fragment_dir, data)
+        receipt["checksum"] = receipt["fragment"].split(".")[0]
+        receipt["bytes"] = len(data)
+    return with_receipt(out if out is not part else part.copy(deep=False), node_id, receipt)
+
+
+def with_receipt(out: pd.DataFrame, key: str, receipt: Mapping[str, Any]) -> pd.DataFrame:
+    """``out`` (a frame hippo owns) carrying ``receipt`` under ``key`` in its attrs."""
+    out.attrs = {RECEIPTS: {**out.attrs.get(RECEIPTS, {}), key: dict(receipt)}}
+    return out
+
+
+RECEIPT_META = pd.DataFrame({"fragment": pd.Series([], dtype=object), "rows": pd.Series([], dtype=np.int64),
+                             "checksum": pd.Series([], dtype=object), "bytes": pd.Series([], dtype=np.int64)})
+
+
+def receipt_of(part: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The receipt a writing task left on its output partition, as a one-row frame."""
+    receipt = part.attrs.get(RECEIPTS, {}).get(key)
+    if receipt is None:
+        raise LineageError(f"internal: the receipt of {key} did not reach the driver; the run is not committed")
+    return pd.DataFrame({c: [receipt[c]] for c in RECEIPT_META.columns}).astype(RECEIPT_META.dtypes.to_dict())
+
+
+def record_membership(part: pd.DataFrame, keys: Sequence[str], dropna: bool, fragment_dir: str,
+                      node_id: str) -> pd.DataFrame:
+    """Write which group every row of this group-by input partition joined; pass it through.
+
+    Rows whose key has a missing value join no group when ``dropna`` (pandas
+    drops them); they are left out of the membership.
+    """
+    arrays = membership_arrays(part, keys)
+    if dropna:
+        keep = ~part[list(keys)].isna().any(axis=1).to_numpy()
+        if not keep.all():
+            arrays = {k: v[keep] for k, v in arrays.items()}
+    return write_membership(part, arrays, fragment_dir, node_id, part)
 
 
 def add_group_id(part: pd.DataFrame, keys: Sequence[str], column: str) -> pd.DataFrame:
     return part.assign(**{column: group_ids(part[list(keys)])})
+
+
+def transform_partition(part: pd.DataFrame, groups: pd.DataFrame, keys: Sequence[str], outs: Sequence[str],
+                        dropna: bool, slot_column: str) -> pd.DataFrame:
+    """Each row of ``part`` gets its group's aggregated values (``groups``: keys + ``outs``) and group id.
+
+    A left merge on the keys, by position: pandas matches keys by value as its
+    group-by did, and a row whose group does not exist (a missing key under
+    ``dropna``) gets missing values and the ``MISSING`` group id.
+    """
+    user = clean(part)
+    matched = user[list(keys)].merge(groups[list(keys) + list(outs)], on=list(keys), how="left", sort=False)
+    if len(matched) != len(user):
+        raise LineageError("internal: groupby().transform found several groups for one key")
+    ids = group_ids(user[list(keys)])
+    if dropna and len(user):
+        ids[user[list(keys)].isna().to_numpy().any(axis=1)] = MISSING
+    out = user.assign(**{o: matched[o].to_numpy() for o in outs})
+    return reattach(out, part).assign(**{slot_column: ids})
 
 
 def tag_input(part: pd.DataFrame, tag_column: str, index: int, absent: Sequence[str]) -> pd.DataFrame:
@@ -383,7 +774,10 @@ def fill_missing_slots(part: pd.DataFrame, columns: Sequence[str], casts: Mappin
     for c in columns:
         col = part[c]
         if col.dtype != np.int64:
-            fixed[c] = col.fillna(MISSING).to_numpy(dtype=np.int64)
+            if col.dtype.kind == "f" if isinstance(col.dtype, np.dtype) else False:
+                # a slot that went through float64 may have lost bits: refuse, never guess
+                raise LineageError(f"internal: hidden id column {c} passed through float64; ids would be inexact")
+            fixed[c] = col.to_numpy(dtype=np.int64, na_value=MISSING)
     for c, dtype in (casts or {}).items():
         if part[c].dtype != dtype:
             fixed[c] = part[c].astype(dtype)
@@ -407,8 +801,8 @@ def finish_partition(
     part: pd.DataFrame,
     source_counts: Mapping[str, Sequence[int]],
     path: str,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Write one result partition's slot arrays to the store; return its clean rows.
+) -> pd.DataFrame:
+    """Write one result partition's slot arrays to the store; return its clean rows with the receipt.
 
     ``source_counts`` maps every source slot (hidden column name) to the row
     counts of its source's partitions, so source ids are stored as positions
@@ -424,4 +818,12 @@ def finish_partition(
         arrays[c] = ids
     data = _core.encode_fragment(arrays)
     write_bytes(path, data)
-    return clean(part), {"path": path.rsplit("/", 1)[-1], "rows": len(part), "checksum": f"{_core.checksum(data):016x}", "bytes": len(data)}
+    receipt = {"fragment": path.rsplit("/", 1)[-1], "rows": len(part), "checksum": f"{_core.checksum(data):016x}",
+               "bytes": len(data)}
+    out = clean(part)
+    out = out.copy(deep=False) if out is part else out
+    return with_receipt(out, RESULT_RECEIPT, receipt)
+
+
+#: Receipt key of the result fragment.
+RESULT_RECEIPT = "result"

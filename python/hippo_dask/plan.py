@@ -19,8 +19,6 @@ two identical calls are one node, like Dask merges identical expressions.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -36,7 +34,7 @@ ONE_TO_ONE = frozenset(
     {
         "map", "assign", "filter", "select", "drop", "rename", "astype", "dropna",
         "fillna", "replace", "explode", "flatmap", "sort_values", "drop_duplicates",
-        "sample", "head",
+        "sample", "head", "transform",
     }
 )
 
@@ -48,10 +46,7 @@ def hidden(slot: str) -> str:
     return HIDDEN_PREFIX + slot
 
 
-def token(*parts: Any) -> str:
-    """A short deterministic id of JSON-able ``parts``."""
-    payload = json.dumps(parts, sort_keys=True, default=repr).encode()
-    return hashlib.blake2b(payload, digest_size=10).hexdigest()
+from .identity import token  # noqa: E402  (re-exported: one way to name nodes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +75,13 @@ class Node:
         Output slot -> id of the node that created its values.
     params : mapping
         JSON-able parameters, enough to describe (and replay) the operation.
+    spread : mapping of str to mapping
+        Output columns whose cells come from *other* rows of the input too:
+        column -> ``{"kind": "group"}`` (every row sharing the row's ``new_slot``
+        id: a partition for ``lin.All``, a key group for ``groupby().transform``)
+        or ``{"kind": "window", "preceding": p, "following": f}`` (rows whose
+        ``new_slot`` id is within that range of the row's). Rows themselves map
+        one to one.
     """
 
     id: str
@@ -92,6 +94,7 @@ class Node:
     new_slot: str | None = None
     slot_origin: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    spread: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def hidden_columns(self) -> list[str]:
@@ -109,6 +112,7 @@ class Node:
             "new_slot": self.new_slot,
             "slot_origin": dict(self.slot_origin),
             "params": dict(self.params),
+            "spread": {c: dict(v) for c, v in self.spread.items()},
         }
 
 
@@ -147,6 +151,7 @@ def nodes_from_json(records: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
             new_slot=r["new_slot"],
             slot_origin=dict(r["slot_origin"]),
             params=r["params"],
+            spread={c: dict(v) for c, v in r.get("spread", {}).items()},
         )
     return nodes
 
@@ -157,26 +162,45 @@ def unary(
     columns: Iterable[str],
     colmap: Mapping[str, Iterable[str]],
     params: Mapping[str, Any],
+    key: Any = None,
+    node_id: str | None = None,
+    spread: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Node:
     """A node whose rows keep their parent's slots (``op`` in ``ONE_TO_ONE``).
 
     ``colmap`` maps each output column to the parent columns it was computed
-    from; row lineage is the parent's row.
+    from; row lineage is the parent's row. The node id covers ``op``, the
+    parent, ``params`` and ``key`` (the raw arguments: functions, values), so
+    two nodes are one only when they compute the same thing. A node with
+    ``spread`` columns adds one slot, named after its id (see :class:`Node`).
     """
     assert op in ONE_TO_ONE, op
     full = {c: tuple((0, s) for s in srcs) for c, srcs in colmap.items()}
     full[ROW] = ((0, ROW),)
+    identity = node_id or token(op, parent.id, params, key)
+    slots, origin, new_slot = parent.slots, dict(parent.slot_origin), None
+    if spread:
+        new_slot = spread_slot(identity)
+        slots = parent.slots + (new_slot,)
+        origin[new_slot] = identity
     return Node(
-        id=token(op, parent.id, params),
+        id=identity,
         op=op,
         inputs=(parent,),
         columns=tuple(columns),
         colmap=full,
-        slots=parent.slots,
+        slots=slots,
         slot_from=({s: s for s in parent.slots},),
-        slot_origin=dict(parent.slot_origin),
+        new_slot=new_slot,
+        slot_origin=origin,
         params=dict(params),
+        spread=dict(spread or {}),
     )
+
+
+def spread_slot(node_id: str) -> str:
+    """Name of the slot a node with spread columns adds (group / window ids)."""
+    return "w" + node_id[:10]
 
 
 def identity_colmap(columns: Iterable[str]) -> dict[str, list[str]]:

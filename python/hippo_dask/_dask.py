@@ -1,0 +1,103 @@
+"""How the capture runs on Dask: the same per-partition functions, through ``map_partitions``.
+
+Twin of :mod:`hippo_dask._pandas` (same names, same signatures). Nothing here
+depends on Dask partition numbers: source partitions are bound to explicit
+indices through ``to_delayed`` / ``from_delayed`` when the source is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from . import partition as P
+
+IS_DASK = True
+
+
+def partitionwise(data: Any, fn: Callable, *args: Any, meta: pd.DataFrame | None = None) -> Any:
+    """``fn(partition, *args)`` on every partition, on the workers."""
+    if meta is None:
+        meta = fn(data._meta, *args)
+    return data.map_partitions(fn, *args, meta=meta, enforce_metadata=False)
+
+
+def meta(data: Any) -> pd.DataFrame:
+    return data._meta
+
+
+def probe(data: Any) -> pd.DataFrame:
+    """Fake rows of the right types (Dask data is not at hand); the per-partition checks see real rows."""
+    from dask.dataframe.utils import meta_nonempty
+
+    return P.clean(meta_nonempty(data._meta))
+
+
+def attach_source(frame: Any, column: str, identity: str) -> tuple[Any, dict[str, Any]]:
+    import dask
+    import dask.dataframe as dd
+
+    partitions = tuple(
+        dask.delayed(P.attach_source, pure=True)(part, column, i, dask_key_name=f"hippo-source-{identity}-{i}")
+        for i, part in enumerate(frame.to_delayed())
+    )
+    divisions = frame.divisions if len(partitions) == frame.npartitions else None
+    data = dd.from_delayed(list(partitions), meta=P.attach_source(frame._meta, column, 0), divisions=divisions,
+                           verify_meta=False)
+    facts = {"kind": "dask", "expression": frame._name, "partitions": len(partitions),
+             "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
+    return data, {"counts": None, "partitions": partitions, "identity": facts}
+
+
+def groupby_agg(data: Any, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool) -> Any:
+    grouped = data.groupby(list(keys), dropna=dropna, observed=True)
+    # Dask cannot mix its custom nunique aggregation with the shuffle-based ones
+    # (median) in one call: aggregate them apart and join the results on the keys.
+    batches = [{k: v for k, v in named.items() if (v[1] == "nunique") == custom} for custom in (False, True)]
+    outs = [grouped.agg(**{k: pd.NamedAgg(column=c, aggfunc=P.dask_aggregation(f)) for k, (c, f) in b.items()})
+            for b in batches if b]
+    out = outs[0] if len(outs) == 1 else outs[0].join(outs[1])
+    return out[list(named)].reset_index()
+
+
+def drop_duplicates(data: Any, subset: list[str], keep: str) -> Any:
+    return data.drop_duplicates(subset=subset, keep=keep, split_out=1)
+
+
+def sample(data: Any, n: int | None, frac: float | None, replace: bool, random_state: int) -> Any:
+    from .errors import LineageError
+
+    if n is not None or frac is None:
+        raise LineageError("sample on a Dask frame takes frac=, not n= (Dask cannot sample an exact count)")
+    return data.sample(frac=frac, replace=replace, random_state=random_state)
+
+
+def head(data: Any, n: int) -> Any:
+    return data.head(n, npartitions=-1, compute=False)
+
+
+def concat(pieces: list[Any], ignore_index: bool) -> Any:
+    import dask.dataframe as dd
+
+    data = dd.concat(pieces, ignore_unknown_divisions=True)
+    return data.reset_index(drop=True) if ignore_index else data
+
+
+def hole_dtypes(data: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """Columns a merge may leave holes in, typed as pandas types them with holes, in every partition.
+
+    Else partitions with and without holes disagree on dtypes (int vs float) and
+    Dask's sort_values fails on them.
+    """
+    casts = {}
+    for c in columns:
+        dtype = data._meta[c].dtype
+        if P.nullable_dtype(dtype) != dtype:
+            casts[c] = P.nullable_dtype(dtype)
+    return casts
+
+
+def to_nullable_ids(data: Any, columns: Sequence[str]) -> Any:
+    """Hidden id columns as nullable Int64, so a merge's holes never pass them through float."""
+    return data.astype({c: "Int64" for c in columns}) if columns else data
