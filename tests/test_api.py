@@ -252,8 +252,8 @@ def test_sample_records_its_seed_and_replays(store, people):
     t = people.hippo.source("people").hippo.sample(n=2)
     result = compute(t, "pandas")
     params = [n for n in result.hippo.lineage.manifest["nodes"] if n["op"] == "sample"][0]["params"]
-    again = people.sample(n=2, random_state=params["random_state"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(result, again)
+    again = people.sample(n=2, random_state=params["random_state"])
+    pd.testing.assert_frame_equal(result, again.reset_index(drop=True))
     rows = result.hippo.lineage.backward(rows=[0, 1])["people"].rows
     assert sorted(rows.tolist()) == sorted(people.index.get_indexer(again.index).tolist())
 

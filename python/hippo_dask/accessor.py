@@ -92,10 +92,9 @@ def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int
     """
     n = len(frame)
     rows = np.arange(n) if n <= _FINGERPRINT_ROWS else np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
-    sample = frame.iloc[rows][list(columns)]
-    hashed = pd.util.hash_pandas_object(sample, index=False).to_numpy() if len(sample.columns) else np.zeros(0, np.uint64)
-    mixed = (hashed * np.uint64(0x9E3779B97F4A7C15)) ^ rows.astype(np.uint64)  # position matters
-    return n, f"{int(np.bitwise_xor.reduce(mixed)) if len(mixed) else 0:016x}:{int(hashed.sum(dtype=np.uint64)):016x}"
+    sample = frame.iloc[rows][list(columns)].set_axis(pd.Index(rows), axis=0)  # each row hashed with its position
+    hashed = pd.util.hash_pandas_object(sample, index=True).to_numpy()
+    return n, f"{int(hashed.sum(dtype=np.uint64)):016x}"
 
 
 def tracked_of(obj: Any, what: str) -> Tracked:
