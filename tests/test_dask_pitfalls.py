@@ -514,7 +514,8 @@ def test_task_failing_once_is_retried(store, tmp_path, client, where):
     for f in list(flags.iterdir()):  # in case anything ran it on a sample: forget those flags
         f.unlink()
 
-    res = out.hippo.compute(scheduler=client, retries=1)
+    # the row-wise check re-runs the function on a few rows of each partition: it may fail there too
+    res = out.hippo.compute(scheduler=client, retries=4)
     assert len(list(flags.iterdir())) >= 2, "the flaky function should have failed on several partitions"
 
     kept = pdf[pdf.y >= 10]

@@ -301,16 +301,14 @@ def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], ful
         shift = np.roll(np.arange(len(sub)), 1)
         scrambled = sub.assign(**{c: sub[c].iloc[shift].to_numpy() for c in others})
     try:
-        got = apply(scrambled)
-        ok = _same(got, expected)
-    except Exception:  # noqa: BLE001 - any failure on the scrambled rows is a failed check
+        ok = _same(apply(scrambled), expected)
+    except Exception:  # noqa: BLE001 - scrambled columns it reads may break it: decided below
+        if scrambled is sub:
+            raise  # the function itself failed on its own rows: the user's error, as it is
         ok = False
     if ok:
         return
-    try:
-        plain_ok = _same(apply(sub), expected)
-    except Exception:  # noqa: BLE001
-        plain_ok = False
+    plain_ok = _same(apply(sub), expected)  # an exception here is the function's own: it propagates
     if plain_ok and others:
         raise LineageError(
             f"{call.what}: the function's values changed when columns outside its reads {list(call.reads or [])} "
