@@ -9,6 +9,8 @@ sampled source cells.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,7 +128,7 @@ def _check(t, o, a, b, compute_kwargs):
     check_forward(result, o, {"a": a, "b": b}, samples=3)
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=int(os.environ.get("HIPPO_EXAMPLES", 100)), **SETTINGS)
 @given(frames=source_frames(), steps=step_lists)
 def test_random_pipelines_pandas(store, frames, steps):
     a, b = frames
@@ -134,7 +136,7 @@ def test_random_pipelines_pandas(store, frames, steps):
     _check(t, o, a, b, {})
 
 
-@settings(max_examples=50, **SETTINGS)
+@settings(max_examples=max(1, int(os.environ.get("HIPPO_EXAMPLES", 100)) // 2), **SETTINGS)
 @given(frames=source_frames(), steps=step_lists, nparts=st.integers(1, 3))
 def test_random_pipelines_dask(store, frames, steps, nparts):
     import dask.dataframe as dd
