@@ -7,8 +7,10 @@ indices through ``to_delayed`` / ``from_delayed`` when the source is built.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from . import partition as P
@@ -17,10 +19,40 @@ IS_DASK = True
 
 
 def partitionwise(data: Any, fn: Callable, *args: Any, meta: pd.DataFrame | None = None) -> Any:
-    """``fn(partition, *args)`` on every partition, on the workers."""
+    """``fn(partition, *args)`` on every partition, on the workers.
+
+    Without ``meta``, the output's meta comes from a dry run (see :func:`dry_meta`).
+    Dask collections among ``args`` (one partition) are broadcast to every partition.
+    """
     if meta is None:
-        meta = fn(data._meta, *args)
+        meta = dry_meta(data, fn, *args)
     return data.map_partitions(fn, *args, meta=meta, enforce_metadata=False)
+
+
+def dry_meta(data: Any, fn: Callable, *args: Any) -> pd.DataFrame:
+    """``fn``'s output types, from a run on fake rows that writes nothing.
+
+    User code runs on a few fake rows of the right types (an empty frame tells a
+    user function too little); a :class:`~hippo_dask.partition.UserCall` loses its
+    fragment folder, so a spread records nothing; collections become their meta.
+    """
+    from dask.dataframe.utils import meta_nonempty
+
+    user_code = any(isinstance(a, P.UserCall) for a in args)
+    sample = meta_nonempty(data._meta) if user_code else data._meta
+    dry = [replace(a, fragment_dir=None) if isinstance(a, P.UserCall) else (a._meta if hasattr(a, "_meta") else a)
+           for a in args]
+    return fn(sample, *dry).iloc[:0]
+
+
+def user_meta(meta: Any, data: Any, call: Any) -> pd.DataFrame:
+    """The meta a user gave for a ``map``, with hippo's hidden columns added."""
+    from dask.dataframe.utils import make_meta
+
+    out = P.reattach(make_meta(meta), data._meta)
+    if call.slot_column:
+        out = out.assign(**{call.slot_column: np.zeros(0, dtype=np.int64)})
+    return out
 
 
 def meta(data: Any) -> pd.DataFrame:

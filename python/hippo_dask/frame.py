@@ -14,7 +14,7 @@ hidden id columns travel with the rows by construction.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -86,10 +86,7 @@ class Tracked:
 
     def user_view(self) -> Any:
         """The frame the user sees: the data without hidden columns."""
-        view = self.data.drop(columns=self.node.hidden_columns)
-        if not self.is_dask and view.attrs:
-            view.attrs = {}
-        return view
+        return P.clean(self.data)
 
     # ------------------------------------------------------------------ helpers
     def _derive(self, data: Any, node: Node, sources: Mapping[str, SourceInfo] | None = None,
@@ -137,13 +134,6 @@ class Tracked:
             return {c: {"kind": "window", "preceding": lineage.preceding, "following": lineage.following}
                     for c in columns}
         return {}
-
-    def _dry_meta(self, fn: Callable, *args: Any) -> pd.DataFrame:
-        """Output meta of a partition function, run on fake rows without writing anything."""
-        from dask.dataframe.utils import meta_nonempty
-
-        dry = [replace(a, fragment_dir=None) if isinstance(a, P.UserCall) else a for a in args]
-        return fn(meta_nonempty(self.data._meta), *dry).iloc[:0]
 
     def _reads(self, what: str, func: Callable, declared: Sequence[str] | None, probe: pd.DataFrame) -> list[str] | None:
         """Columns ``func`` reads: as declared, else inferred; ``None`` when unsure (all columns)."""
@@ -213,15 +203,7 @@ class Tracked:
                   "lineage": lineage.describe()}
         node_id = token("map", self.node.id, params, func, kwargs)
         call = self._user_call("map", lineage, reads, node_id)
-        if self.is_dask:
-            if meta is None:
-                meta = self._dry_meta(P.map_partition, func, writes, kwargs, call)
-            else:
-                from dask.dataframe.utils import make_meta
-
-                meta = P.reattach(make_meta(meta), self.data._meta)
-                if call.slot_column:
-                    meta = meta.assign(**{call.slot_column: np.zeros(0, dtype=np.int64)})
+        meta = None if meta is None else self.backend.user_meta(meta, self.data, call)
         data = self._partitionwise(P.map_partition, func, writes, kwargs, call, meta=meta)
         out_columns = [c for c in self.backend.meta(data).columns if not c.startswith(HIDDEN_PREFIX)]
         unknown = [c for c in writes if c not in out_columns]
@@ -269,8 +251,7 @@ class Tracked:
             params = {"column": name, "value": repr(value)}
         node_id = token("assign", self.node.id, params, value)
         call = self._user_call(what, kind, reads, node_id)
-        meta = self._dry_meta(P.assign_partition, name, value, call) if self.is_dask else None
-        data = self._partitionwise(P.assign_partition, name, value, call, meta=meta)
+        data = self._partitionwise(P.assign_partition, name, value, call)
         out_columns = list(self.columns) + ([name] if name not in self.columns else [])
         colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
         colmap[name] = sources
@@ -314,8 +295,7 @@ class Tracked:
             writes = [c for c in columns if c not in self.columns]
         writes = list(writes)
         colmap = {c: (reads if (c in writes or c not in self.columns) else [c]) for c in columns}
-        meta = P.flatmap_partition(self.data._meta, func, columns) if self.is_dask else None
-        data = self._partitionwise(P.flatmap_partition, func, columns, meta=meta)
+        data = self._partitionwise(P.flatmap_partition, func, columns)
         params = {"func": describe_function(func), "reads": reads, "writes": writes, "columns": columns}
         return self._derive(data, unary("flatmap", self.node, columns, colmap, params, key=func))
 
@@ -467,10 +447,9 @@ class Tracked:
         recorded = self._recorded(keys, dropna, identity)
         groups = self.backend.groupby_agg(recorded, keys, named, dropna)
         outs = list(named)
-        meta = None
-        if self.is_dask:
-            meta = P.transform_partition(self.data._meta, groups._meta, keys, outs, dropna, slot_column)
-        data = self._partitionwise(P.transform_partition, groups, keys, outs, dropna, slot_column, meta=meta)
+        # under dropna a row may find no group: its values are holes, typed alike in every partition
+        casts = self.backend.hole_dtypes(groups, outs) if dropna else {}
+        data = self._partitionwise(P.transform_partition, groups, keys, outs, dropna, slot_column, casts)
         out_columns = list(self.columns) + outs
         colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
         for o, (c, f) in named.items():
@@ -525,8 +504,7 @@ class Tracked:
             # a shared key is never missing
             may_miss = [c for c, srcs in colmap.items() if {k for k, _ in srcs} <= set(sides) and len({k for k, _ in srcs}) == 1]
             casts = self.backend.hole_dtypes(data, may_miss)
-            data = self.backend.partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts,
-                                              meta=_filled_meta(data, [hidden(s) for s in slots], casts) if self.is_dask else None)
+            data = self.backend.partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts)
         colmap[ROW] = ((0, ROW), (1, ROW))
         origin = dict(self.node.slot_origin)
         origin.update({t: right.node.slot_origin[s] for s, t in renamed.items()})
@@ -540,13 +518,6 @@ class Tracked:
             slot = col[len(HIDDEN_PREFIX):]
             sources[hidden(renamed.get(slot, slot))] = info
         return self._derive(data, node, sources, recorders={**self.recorders, **right.recorders})
-
-
-def _filled_meta(data: Any, slot_columns: Sequence[str], casts: Mapping[str, Any]) -> pd.DataFrame:
-    meta = data._meta
-    fixed = {c: np.zeros(0, dtype=np.int64) for c in slot_columns}
-    fixed.update({c: meta[c].astype(t) for c, t in casts.items()})
-    return meta.assign(**fixed)
 
 
 def _merge_colmap(left: list[str], right: list[str], left_on: list[str], right_on: list[str],
@@ -587,8 +558,7 @@ def concat(frames: Sequence[Tracked], ignore_index: bool = False) -> Tracked:
     pieces = []
     for k, f in enumerate(frames):
         absent = [hidden(s) for s in slots if s not in f.node.slots]
-        meta = P.tag_input(f._meta(), hidden(tag), k, absent) if f.is_dask else None
-        pieces.append(f._partitionwise(P.tag_input, hidden(tag), k, absent, meta=meta))
+        pieces.append(f._partitionwise(P.tag_input, hidden(tag), k, absent))
     data = frames[0].backend.concat(pieces, ignore_index)
     columns: list[str] = []
     for f in frames:

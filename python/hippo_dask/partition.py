@@ -42,7 +42,7 @@ def clean(part: pd.DataFrame) -> pd.DataFrame:
     """``part`` without its hidden slot columns (what a user may see)."""
     hidden_cols = [c for c in part.columns if isinstance(c, str) and c.startswith(HIDDEN_PREFIX)]
     out = part.drop(columns=hidden_cols) if hidden_cols else part
-    if out.attrs:  # receipts ride in attrs between hippo's own tasks; user code never sees them
+    if isinstance(out, pd.DataFrame) and out.attrs:  # receipts ride in attrs between hippo's own tasks; user code never sees them
         out = out.copy(deep=False) if out is part else out
         out.attrs = {}
     return out
@@ -735,7 +735,7 @@ def add_group_id(part: pd.DataFrame, keys: Sequence[str], column: str) -> pd.Dat
 
 
 def transform_partition(part: pd.DataFrame, groups: pd.DataFrame, keys: Sequence[str], outs: Sequence[str],
-                        dropna: bool, slot_column: str) -> pd.DataFrame:
+                        dropna: bool, slot_column: str, casts: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Each row of ``part`` gets its group's aggregated values (``groups``: keys + ``outs``) and group id.
 
     A left merge on the keys, by position: pandas matches keys by value as its
@@ -750,6 +750,8 @@ def transform_partition(part: pd.DataFrame, groups: pd.DataFrame, keys: Sequence
     if dropna and len(user):
         ids[user[list(keys)].isna().to_numpy().any(axis=1)] = MISSING
     out = user.assign(**{o: matched[o].to_numpy() for o in outs})
+    if casts:
+        out = out.astype({o: t for o, t in casts.items() if out[o].dtype != t})
     return reattach(out, part).assign(**{slot_column: ids})
 
 
