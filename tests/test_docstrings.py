@@ -1,0 +1,17 @@
+"""The examples in public docstrings run and show what they say."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["hippo_dask.accessor", "hippo_dask.lin", "hippo_dask.identity", "hippo_dask.lineage", "hippo_dask.store"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
