@@ -230,25 +230,46 @@ class UserCall:
 CHECK_ROWS = 32
 
 
-def _check_positions(user: pd.DataFrame, reads: Sequence[str] | None) -> np.ndarray:
-    """A few rows to re-run a function on: rows with missing values in its reads first, then spread rows.
+def _check_positions(user: pd.DataFrame, reads: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to re-run a function on: checked rows, and other rows whose values get changed.
 
-    Always fewer than all rows, so a value that depends on other rows of the
-    partition changes; deterministic, so a retried task checks the same rows.
+    The checked rows take rows with missing values in the reads first (a
+    ``fillna(mean)`` shows only there), then spread rows; always fewer than all
+    rows, so a value that depends on the rows left out changes. Deterministic,
+    so a retried task checks the same rows.
     """
     n = len(user)
     size = min(n - 1, CHECK_ROWS)
     cols = [c for c in (reads if reads is not None else user.columns) if c in user.columns]
-    picks: list[np.ndarray] = []
-    if cols:
-        na_rows = np.flatnonzero(user[cols].isna().to_numpy().any(axis=1))
-        picks.append(na_rows[: size // 2])
     rng = np.random.default_rng(n)
-    picks.append(rng.choice(n, size=size, replace=False))
-    chosen = np.unique(np.concatenate(picks))
-    if len(chosen) > size:
-        chosen = np.unique(np.concatenate([picks[0], rng.permutation(np.setdiff1d(chosen, picks[0]))]))[:size]
-    return np.sort(chosen)
+    order = rng.permutation(n)
+    if cols:
+        has_na = user[cols].isna().to_numpy().any(axis=1)
+        na_first = np.flatnonzero(has_na)[: size // 2]
+        order = np.concatenate([na_first, order[~np.isin(order, na_first)]])
+    checked = np.sort(order[:size])
+    others = np.sort(order[size: size + CHECK_ROWS])
+    return checked, others
+
+
+def _perturbed(values: pd.Series) -> pd.Series:
+    """Other values of the same type: reversed in order and shifted, so sums, orders and ranks change."""
+    flipped = pd.Series(values.to_numpy()[::-1], index=values.index, dtype=values.dtype)
+    dtype = values.dtype
+    try:
+        if pd.api.types.is_bool_dtype(dtype):
+            return ~flipped
+        if pd.api.types.is_numeric_dtype(dtype):
+            return flipped + 1
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            return flipped + pd.Timedelta(days=1)
+        if pd.api.types.is_timedelta64_dtype(dtype):
+            return flipped + pd.Timedelta(seconds=1)
+        if pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+            return flipped.map(lambda v: v + "~" if isinstance(v, str) else v).astype(dtype)
+    except (TypeError, ValueError):
+        pass
+    return flipped
 
 
 def _as_frame(value: Any) -> pd.DataFrame:
@@ -292,32 +313,54 @@ def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], ful
     n = len(user)
     if n < 2:
         return  # one row: its value can depend on no other row
-    rows = _check_positions(user, call.reads)
+    rows, others = _check_positions(user, call.reads)
     sub = user.iloc[rows]
     expected = full.iloc[rows] if isinstance(full, (pd.Series, pd.DataFrame)) else np.asarray(full)[rows]
-    others = [c for c in user.columns if call.reads is not None and c not in call.reads]
+    unread = [c for c in user.columns if call.reads is not None and c not in call.reads]
+    # 1. the checked rows alone (other rows left out), with the columns it does not read scrambled
     scrambled = sub
-    if others and len(sub) > 1:
+    if unread and len(sub) > 1:
         shift = np.roll(np.arange(len(sub)), 1)
-        scrambled = sub.assign(**{c: sub[c].iloc[shift].to_numpy() for c in others})
+        scrambled = sub.assign(**{c: sub[c].iloc[shift].to_numpy() for c in unread})
     try:
         ok = _same(apply(scrambled), expected)
     except Exception:  # noqa: BLE001 - scrambled columns it reads may break it: decided below
         if scrambled is sub:
             raise  # the function itself failed on its own rows: the user's error, as it is
         ok = False
-    if ok:
-        return
-    plain_ok = _same(apply(sub), expected)  # an exception here is the function's own: it propagates
-    if plain_ok and others:
-        raise LineageError(
-            f"{call.what}: the function's values changed when columns outside its reads {list(call.reads or [])} "
-            f"were scrambled, so it reads more columns than that; pass lineage=hippo.lin.Rowwise(reads=[...]) "
-            "with every column it reads"
-        )
-    raise LineageError(
+    if not ok:
+        plain_ok = _same(apply(sub), expected)  # an exception here is the function's own: it propagates
+        if plain_ok and unread:
+            raise LineageError(
+                f"{call.what}: the function's values changed when columns outside its reads {list(call.reads or [])} "
+                f"were scrambled, so it reads more columns than that; pass lineage=hippo.lin.Rowwise(reads=[...]) "
+                "with every column it reads"
+            )
+        raise _not_rowwise(call)
+    # 2. the checked rows among other rows whose values changed (a cumsum of zeros shows only here)
+    if len(others):
+        both = np.sort(np.concatenate([rows, others]))
+        frame = user.iloc[both]
+        changed = np.isin(both, others)
+        read = [c for c in user.columns if call.reads is None or c in call.reads]
+        frame = frame.assign(**{c: _where(changed, _perturbed(frame[c]), frame[c]) for c in read})
+        got = apply(frame)
+        got_rows = got.iloc[~changed] if isinstance(got, (pd.Series, pd.DataFrame)) else np.asarray(got)[~changed]
+        if not _same(got_rows, expected):
+            raise _not_rowwise(call)
+
+
+def _where(mask: np.ndarray, new: pd.Series, old: pd.Series) -> pd.Series:
+    out = old.copy()
+    out.iloc[np.flatnonzero(mask)] = new.iloc[np.flatnonzero(mask)].to_numpy()
+    return out
+
+
+def _not_rowwise(call: UserCall) -> LineageError:
+    return LineageError(
         f"{call.what}: the function is not row-wise: its values for some rows changed when other rows of the "
-        f"partition were left out (it depends on other rows, or is not deterministic); {_declare_hint(call.what)}"
+        f"partition were left out or changed (it depends on other rows, or is not deterministic); "
+        f"{_declare_hint(call.what)}"
     )
 
 
