@@ -337,17 +337,19 @@ def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], ful
                 "with every column it reads"
             )
         raise _not_rowwise(call)
-    # 2. the checked rows among other rows whose values changed (a cumsum of zeros shows only here)
+    # 2. the checked rows among other rows whose values changed, and the other way round (a cumsum
+    #    of zeros, or a mean of equal values, shows only here)
     if len(others):
         both = np.sort(np.concatenate([rows, others]))
         frame = user.iloc[both]
-        changed = np.isin(both, others)
         read = [c for c in user.columns if call.reads is None or c in call.reads]
-        frame = frame.assign(**{c: _where(changed, _perturbed(frame[c]), frame[c]) for c in read})
-        got = apply(frame)
-        got_rows = got.iloc[~changed] if isinstance(got, (pd.Series, pd.DataFrame)) else np.asarray(got)[~changed]
-        if not _same(got_rows, expected):
-            raise _not_rowwise(call)
+        for changed in (np.isin(both, others), ~np.isin(both, others)):
+            kept = both[~changed]
+            want = full.iloc[kept] if isinstance(full, (pd.Series, pd.DataFrame)) else np.asarray(full)[kept]
+            got = apply(frame.assign(**{c: _where(changed, _perturbed(frame[c]), frame[c]) for c in read}))
+            got_rows = got.iloc[~changed] if isinstance(got, (pd.Series, pd.DataFrame)) else np.asarray(got)[~changed]
+            if not _same(got_rows, want):
+                raise _not_rowwise(call)
 
 
 def _where(mask: np.ndarray, new: pd.Series, old: pd.Series) -> pd.Series:
