@@ -26,33 +26,52 @@ class OracleFrame:
     df: pd.DataFrame  # user columns, RangeIndex
     cells: dict[str, list[frozenset[Cell]]]
     rows: list[frozenset[SourceRow]]
+    #: Dask partition label of each row (see :meth:`partition_labels`), or None
+    #: when unknown (after a shuffle: merge, groupby, sort, concat, drop_duplicates).
+    #: Row-preserving operations keep it; per-partition user functions need it.
+    parts: list[int] | None = None
 
     # ------------------------------------------------------------------ helpers
-    def _take(self, positions: Sequence[int]) -> "OracleFrame":
+    def _take(self, positions: Sequence[int], keep_parts: bool = False) -> "OracleFrame":
         positions = [int(p) for p in positions]
         return OracleFrame(
             self.df.iloc[positions].reset_index(drop=True),
             {c: [v[i] for i in positions] for c, v in self.cells.items()},
             [self.rows[i] for i in positions],
+            [self.parts[i] for i in positions] if keep_parts and self.parts is not None else None,
         )
+
+    @staticmethod
+    def partition_labels(df: pd.DataFrame, npartitions: int) -> list[int]:
+        """Partition of each row of ``dd.from_pandas(df, npartitions, sort=False)``, asked of Dask."""
+        import dask.dataframe as dd
+
+        if len(df) == 0:
+            return []
+        lengths = dd.from_pandas(df.reset_index(drop=True), npartitions=npartitions, sort=False).map_partitions(len).compute(scheduler="sync")
+        labels = [p for p, n in enumerate(lengths) for _ in range(int(n))]
+        assert len(labels) == len(df)
+        return labels
 
     # ------------------------------------------------------------------ ops
     @staticmethod
-    def source(df: pd.DataFrame, name: str) -> "OracleFrame":
+    def source(df: pd.DataFrame, name: str, npartitions: int | None = None) -> "OracleFrame":
+        """A root; with ``npartitions``, rows carry the partition labels Dask gives them."""
         df = df.reset_index(drop=True)
         return OracleFrame(
             df,
             {c: [frozenset({(name, i, c)}) for i in range(len(df))] for c in df.columns},
             [frozenset({(name, i)}) for i in range(len(df))],
+            None if npartitions is None else OracleFrame.partition_labels(df, npartitions),
         )
 
     def filter(self, predicate: Callable[[pd.DataFrame], Any]) -> "OracleFrame":
         mask = np.asarray(predicate(self.df), dtype=bool)
-        return self._take(np.flatnonzero(mask))
+        return self._take(np.flatnonzero(mask), keep_parts=True)
 
     def dropna(self, subset: Sequence[str] | None = None) -> "OracleFrame":
         mask = self.df[list(subset or self.df.columns)].notna().all(axis=1).to_numpy()
-        return self._take(np.flatnonzero(mask))
+        return self._take(np.flatnonzero(mask), keep_parts=True)
 
     def sort_values(self, by: Sequence[str] | str) -> "OracleFrame":
         order = self.df.reset_index(drop=True).sort_values(by, kind="stable").index
@@ -66,23 +85,23 @@ class OracleFrame:
         return self._take(range(min(n, len(self.df))))
 
     def select(self, columns: Sequence[str]) -> "OracleFrame":
-        return OracleFrame(self.df[list(columns)], {c: self.cells[c] for c in columns}, self.rows)
+        return OracleFrame(self.df[list(columns)], {c: self.cells[c] for c in columns}, self.rows, self.parts)
 
     def drop(self, columns: Sequence[str]) -> "OracleFrame":
         return self.select([c for c in self.df.columns if c not in columns])
 
     def rename(self, mapping: dict[str, str]) -> "OracleFrame":
-        return OracleFrame(self.df.rename(columns=mapping), {mapping.get(c, c): v for c, v in self.cells.items()}, self.rows)
+        return OracleFrame(self.df.rename(columns=mapping), {mapping.get(c, c): v for c, v in self.cells.items()}, self.rows, self.parts)
 
     def with_values(self, df: pd.DataFrame) -> "OracleFrame":
         """Same rows and lineage, new values (fillna, replace, astype)."""
-        return OracleFrame(df.reset_index(drop=True), dict(self.cells), self.rows)
+        return OracleFrame(df.reset_index(drop=True), dict(self.cells), self.rows, self.parts)
 
     def assign(self, name: str, func: Callable[[pd.DataFrame], Any], reads: Sequence[str]) -> "OracleFrame":
         df = self.df.assign(**{name: func(self.df)})
         cells = dict(self.cells)
         cells[name] = [frozenset().union(*(self.cells[r][i] for r in reads)) for i in range(len(df))]
-        return OracleFrame(df, cells, self.rows)
+        return OracleFrame(df, cells, self.rows, self.parts)
 
     def flatmap(self, func: Callable[[dict], Any], columns: Sequence[str], reads: Sequence[str]) -> "OracleFrame":
         records, rows = [], []
@@ -104,7 +123,7 @@ class OracleFrame:
                 cells[c] = [frozenset().union(*(self.cells[r][i] for r in reads)) for i in range(len(df))]
             else:
                 cells[c] = self.cells[c]
-        return OracleFrame(df.reset_index(drop=True), cells, self.rows)
+        return OracleFrame(df.reset_index(drop=True), cells, self.rows, self.parts)
 
     def explode(self, column: str) -> "OracleFrame":
         exploded = self.df.explode(column)
@@ -112,23 +131,100 @@ class OracleFrame:
         out = self._take(positions)
         return OracleFrame(exploded.reset_index(drop=True), out.cells, out.rows)
 
-    def groupby_agg(self, keys: Sequence[str], named: dict[str, tuple[str, str]]) -> "OracleFrame":
-        keys = list(keys)
-        out_rows: list[dict[str, Any]] = []
+    def groupby_agg(self, keys: Sequence[str], named: dict[str, tuple[str, str]], dropna: bool = True) -> "OracleFrame":
+        # Members are found by group number, not by looking a key up: iterrows() turned
+        # int64 keys >= 2**53 into floats (a wrong or missing group), and NaN keys
+        # (dropna=False) are not found by lookup at all.
+        return self._groupby_agg_by_codes(list(keys), named, dropna=dropna)
+
+    def _group_codes(self, keys: list[str], dropna: bool) -> np.ndarray:
+        """Group number of each row (pandas' sorted group order), -1 for rows in no group."""
+        if len(self.df) == 0:
+            return np.zeros(0, dtype=np.int64)
+        codes = self.df.reset_index(drop=True).groupby(keys, sort=True, dropna=dropna, observed=True).ngroup()
+        return codes.fillna(-1).astype(np.int64).to_numpy()
+
+    def _groupby_agg_by_codes(self, keys: list[str], named: dict[str, tuple[str, str]], dropna: bool) -> "OracleFrame":
+        """groupby().agg through group numbers: NaN/None/NaT keys form groups when ``dropna=False``."""
+        frame = self.df.reset_index(drop=True)
+        agg = frame.groupby(keys, sort=True, dropna=dropna, observed=True).agg(
+            **{k: pd.NamedAgg(c, f) for k, (c, f) in named.items()}).reset_index()
+        codes = self._group_codes(keys, dropna)
         cells: dict[str, list[frozenset[Cell]]] = {c: [] for c in keys + list(named)}
         rows: list[frozenset[SourceRow]] = []
-        groups = self.df.reset_index(drop=True).groupby(keys, sort=True, dropna=True).indices
-        agg = self.df.groupby(keys, sort=True, dropna=True).agg(**{k: pd.NamedAgg(c, f) for k, (c, f) in named.items()}).reset_index()
-        for _, record in agg.iterrows():
-            key = tuple(record[k] for k in keys)
-            members = groups[key if len(keys) > 1 else key[0]]
-            out_rows.append(dict(record))
-            for k in keys:
+        for g in range(len(agg)):
+            members = np.flatnonzero(codes == g)
+            assert len(members), "group numbering disagrees with the aggregation"
+            for k in keys:  # the group's key is the key of its first member
+                assert _canon(frame[k].iloc[members[0]]) == _canon(agg[k].iloc[g]), (k, g)
                 cells[k].append(frozenset().union(*(self.cells[k][m] for m in members)))
             for name, (col, func) in named.items():
                 cells[name].append(frozenset() if func == "size" else frozenset().union(*(self.cells[col][m] for m in members)))
             rows.append(frozenset().union(*(self.rows[m] for m in members)))
         return OracleFrame(agg.reset_index(drop=True), cells, rows)
+
+    # ---------------------------------------------------------- row-dependent user functions
+    def _chunks(self, per_partition: bool) -> list[np.ndarray]:
+        """Row positions each call of a user function sees: all rows (pandas) or one partition (Dask)."""
+        if not per_partition:
+            return [np.arange(len(self.df))]
+        if self.parts is None:
+            raise AssertionError("oracle: partition labels unknown here (after a shuffle); a per-partition function has no oracle")
+        labels = np.asarray(self.parts, dtype=np.int64)
+        return [np.flatnonzero(labels == p) for p in sorted(set(self.parts))]
+
+    def assign_rows(self, name: str, func: Callable[[pd.DataFrame], Any], reads: Sequence[str],
+                    depends: Callable[[pd.DataFrame], Sequence[Sequence[int]]], per_partition: bool = False) -> "OracleFrame":
+        """assign(name=func) where row i of a chunk depends on ``reads`` of chunk rows ``depends(chunk)[i]``.
+
+        ``func`` runs once per chunk (the whole frame, or each Dask partition,
+        see :meth:`_chunks`); ``depends`` gives, per chunk row, the chunk
+        positions it depends on.
+        """
+        pieces: list[pd.Series] = []
+        deps: list[frozenset[Cell]] = [frozenset()] * len(self.df)
+        for positions in self._chunks(per_partition):
+            chunk = self.df.iloc[positions].reset_index(drop=True)
+            pieces.append(pd.Series(func(chunk), index=chunk.index).set_axis(positions))
+            lists = depends(chunk)
+            for j, i in enumerate(positions):
+                deps[i] = frozenset().union(*(self.cells[r][positions[d]] for d in lists[j] for r in reads))
+        series = pd.concat(pieces).sort_index() if pieces else pd.Series(func(self.df))
+        assert len(series) == len(self.df)
+        df = self.df.assign(**{name: series.to_numpy()})
+        cells = dict(self.cells)
+        cells[name] = deps
+        return OracleFrame(df, cells, self.rows, self.parts)
+
+    def assign_all(self, name: str, func: Callable[[pd.DataFrame], Any], reads: Sequence[str], per_partition: bool = False) -> "OracleFrame":
+        """Declared ``lin.All(reads)``: every value depends on ``reads`` of every row the function saw."""
+        return self.assign_rows(name, func, reads, lambda c: [range(len(c))] * len(c), per_partition)
+
+    def assign_window(self, name: str, func: Callable[[pd.DataFrame], Any], reads: Sequence[str], preceding: int | None,
+                      following: int = 0, per_partition: bool = False) -> "OracleFrame":
+        """Declared ``lin.Window(reads, preceding, following)`` in the current row order (``None``: unbounded)."""
+        def depends(chunk: pd.DataFrame) -> list[range]:
+            n = len(chunk)
+            lo = (lambda i: 0) if preceding is None else (lambda i: max(0, i - preceding))
+            hi = (lambda i: n) if following is None else (lambda i: min(n, i + following + 1))
+            return [range(lo(i), hi(i)) for i in range(n)]
+        return self.assign_rows(name, func, reads, depends, per_partition)
+
+    def groupby_transform(self, keys: Sequence[str], out: str, col: str, func: str, dropna: bool = True) -> "OracleFrame":
+        """``groupby(keys, dropna).transform(out=(col, func))``: same rows, same order, one new column.
+
+        ``out`` of a row depends on ``col`` of every row of its group; rows in no
+        group (an NA key with ``dropna=True``) get an empty set. Other columns: identity.
+        """
+        keys = list(keys)
+        frame = self.df.reset_index(drop=True)
+        codes = self._group_codes(keys, dropna)
+        values = frame.groupby(keys, sort=True, dropna=dropna, observed=True)[col].transform(func) if len(frame) else pd.Series([], dtype="float64")
+        members = {g: np.flatnonzero(codes == g) for g in set(codes.tolist()) if g >= 0}
+        deps = [frozenset() if codes[i] < 0 else frozenset().union(*(self.cells[col][m] for m in members[codes[i]])) for i in range(len(frame))]
+        cells = dict(self.cells)
+        cells[out] = deps
+        return OracleFrame(frame.assign(**{out: values.to_numpy()}), cells, self.rows, self.parts)
 
     def merge(self, right: "OracleFrame", how: str, on: Sequence[str] | None = None, suffixes=("_x", "_y"),
               left_on: Sequence[str] | None = None, right_on: Sequence[str] | None = None) -> "OracleFrame":
@@ -289,3 +385,76 @@ def compare_sampled(result: pd.DataFrame, frame: OracleFrame, sample: int = 25, 
             trace = lineage.backward(rows=[int(i)], columns=[c])
             got = frozenset((src, int(r), str(col)) for src, ts in trace.items() for r, col in ts.cells.itertuples(index=False, name=None))
             assert got == frame.cells[c][j], (int(i), c)
+
+
+# ---------------------------------------------------------------------- per-row and bounded comparison
+
+
+def hippo_row_records(result: pd.DataFrame) -> list[tuple]:
+    """Per result row, in order: (values, row lineage, per-column cell lineage), as :func:`hippo_records`."""
+    lineage = result.hippo.lineage
+    keys = row_keys(result)
+    cols = sorted(result.columns)
+    out = []
+    for i in range(len(result)):
+        whole = lineage.backward(rows=[i])
+        row_lin = frozenset((src, int(r)) for src, ts in whole.items() for r in ts.rows)
+        per_col = []
+        for c in cols:
+            trace = lineage.backward(rows=[i], columns=[c])
+            per_col.append(frozenset(
+                (src, int(r), str(col)) for src, ts in trace.items() for r, col in ts.cells.itertuples(index=False, name=None)
+            ))
+        out.append((keys[i], row_lin, tuple(per_col)))
+    return out
+
+
+def check_between(result: pd.DataFrame, low: OracleFrame, high: OracleFrame) -> None:
+    """Every result row matches an oracle row whose cell lineage bounds it: low <= got <= high, per column.
+
+    ``low`` and ``high`` are two oracles of the same pipeline (same values, same
+    rows) that differ only in how precise one step's cell lineage is, e.g. the
+    exact dependencies of ``x.shift(1)`` (low) and its declared ``Window(1)``
+    (high). Row lineage and values must be exact. Rows are matched greedily by
+    (values, row lineage).
+    """
+    assert row_keys(low.df) == row_keys(high.df) and low.rows == high.rows
+    cols = sorted(low.df.columns)
+    assert sorted(result.columns) == cols, (sorted(result.columns), cols)
+    okeys = row_keys(low.df)
+    free: dict[tuple, list[int]] = {}
+    for j in range(len(low.df)):
+        free.setdefault((okeys[j], low.rows[j]), []).append(j)
+    for i, (key, row_lin, per_col) in enumerate(hippo_row_records(result)):
+        candidates = free.get((key, row_lin), [])
+        assert candidates, ("no oracle row with these values and row lineage", i, key, sorted(row_lin))
+        for n, j in enumerate(candidates):
+            if all(low.cells[c][j] <= got <= high.cells[c][j] for c, got in zip(cols, per_col)):
+                del candidates[n]
+                break
+        else:
+            j = candidates[0]
+            bad = {c: (sorted(got), sorted(low.cells[c][j]), sorted(high.cells[c][j]))
+                   for c, got in zip(cols, per_col) if not low.cells[c][j] <= got <= high.cells[c][j]}
+            raise AssertionError(f"row {i}: cell lineage outside [exact, declared] (got, low, high): {bad}")
+
+
+def check_forward_between(result: pd.DataFrame, low: OracleFrame, high: OracleFrame, sources: dict[str, pd.DataFrame],
+                          samples: int = 3) -> None:
+    """Forward traces of sampled source cells lie between the two oracles' (as multisets of (row values, column))."""
+    lineage = result.hippo.lineage
+    keys = row_keys(result)
+    okeys = row_keys(low.df)
+    ocols = list(low.df.columns)
+    for name, src in sources.items():
+        if name not in lineage.sources:
+            continue
+        picks = np.linspace(0, len(src) - 1, num=min(samples, len(src)), dtype=int) if len(src) else []
+        for r in sorted(set(int(p) for p in picks)):
+            for c in src.columns:
+                got = lineage.forward(name, rows=[r], columns=[c])
+                got_cells = Counter((keys[i], col) for i, col in got.cells.itertuples(index=False, name=None))
+                bounds = [Counter((okeys[i], oc) for i in range(len(o.df)) for oc in ocols if (name, r, c) in o.cells[oc][i])
+                          for o in (low, high)]
+                assert all(got_cells[k] >= n for k, n in bounds[0].items()) and all(
+                    bounds[1][k] >= n for k, n in got_cells.items()), (name, r, c, got_cells, bounds)

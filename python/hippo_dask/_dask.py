@@ -84,9 +84,12 @@ def attach_source(frame: Any, column: str, identity: str) -> tuple[Any, dict[str
 
 def groupby_agg(data: Any, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool) -> Any:
     grouped = data.groupby(list(keys), dropna=dropna, observed=True)
-    # Dask cannot mix its custom nunique aggregation with the shuffle-based ones
-    # (median) in one call: aggregate them apart and join the results on the keys.
-    batches = [{k: v for k, v in named.items() if (v[1] == "nunique") == custom} for custom in (False, True)]
+    # Dask cannot mix a custom aggregation (nunique) with the shuffle-based median in one
+    # call: aggregate those two kinds apart and join the results on the keys (only then:
+    # a join of two aggregations trips Dask's optimizer in some graphs).
+    batches = [{k: v for k, v in named.items() if (v[1] == "median") == shuffled} for shuffled in (False, True)]
+    if not any(f == "nunique" for _, f in named.values()):
+        batches = [dict(named)]
     outs = [grouped.agg(**{k: pd.NamedAgg(column=c, aggfunc=P.dask_aggregation(f)) for k, (c, f) in b.items()})
             for b in batches if b]
     out = outs[0] if len(outs) == 1 else outs[0].join(outs[1])

@@ -253,20 +253,21 @@ def _check_positions(user: pd.DataFrame, reads: Sequence[str] | None) -> tuple[n
 
 
 def _perturbed(values: pd.Series) -> pd.Series:
-    """Other values of the same type: reversed in order and shifted, so sums, orders and ranks change."""
+    """Other values of the same type: reversed, and moved across the rest, so sums, orders and ranks change."""
     flipped = pd.Series(values.to_numpy()[::-1], index=values.index, dtype=values.dtype)
     dtype = values.dtype
+    # missing values become values (an all-missing column hides a fillna(mean) otherwise)
     try:
         if pd.api.types.is_bool_dtype(dtype):
-            return ~flipped
+            return ~flipped.fillna(False).astype(bool) if not isinstance(dtype, np.dtype) else ~flipped
         if pd.api.types.is_numeric_dtype(dtype):
-            return flipped + 1
+            return (-flipped - 1).fillna(1)  # negated: other rows move across the kept ones (ranks change)
         if pd.api.types.is_datetime64_any_dtype(dtype):
-            return flipped + pd.Timedelta(days=1)
+            return (flipped - pd.Timedelta(days=3653)).fillna(pd.Timestamp("2000-01-01", tz=getattr(dtype, "tz", None)))
         if pd.api.types.is_timedelta64_dtype(dtype):
-            return flipped + pd.Timedelta(seconds=1)
+            return (flipped + pd.Timedelta(seconds=1)).fillna(pd.Timedelta(seconds=1))
         if pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-            return flipped.map(lambda v: v + "~" if isinstance(v, str) else v).astype(dtype)
+            return flipped.map(lambda v: "~" + v if isinstance(v, str) else "~").astype(dtype)
     except (TypeError, ValueError):
         pass
     return flipped
@@ -679,11 +680,12 @@ def _nunique_chunk(grouped):
 
 
 def _nunique_combine(chunks):
-    return chunks.obj.groupby(level=list(range(chunks.obj.index.nlevels))).sum()
+    # dropna=False: a missing key is a group of its own here (the user's dropna already chose the groups)
+    return chunks.obj.groupby(level=list(range(chunks.obj.index.nlevels)), dropna=False).sum()
 
 
 def _nunique_finalize(combined):
-    return combined.apply(lambda values: len(set(values)))
+    return combined.apply(lambda values: len(set(values)) if isinstance(values, list) else 0)
 
 
 def dask_aggregation(func: str):
