@@ -83,3 +83,39 @@ def test_sort_between_shuffles_on_worker_processes(store, client):
     expected = OracleFrame.source(a, "a").merge(OracleFrame.source(b, "b"), "inner", ["k"]).groupby_agg(
         ["k"], {"s": ("w", "sum"), "n": ("x", "size")})
     assert hippo_records(result) == oracle_records(expected)
+
+
+# The wide generator on worker processes: the same pipelines, computed by a LocalCluster,
+# must match the oracle (and so pandas and the sync scheduler) exactly.
+import test_random_wide  # noqa: E402
+
+cloudpickle.register_pickle_by_value(test_random_wide)
+
+
+@settings(max_examples=12, **test_random_wide.SETTINGS)
+@given(src=test_random_wide.sources(), steps=test_random_wide.steps_of(test_random_wide.STEPS, max_size=4),
+       nparts=test_random_wide.st.integers(1, 4))
+def test_wide_pipelines_on_worker_processes(store, client, src, steps, nparts):
+    kind, a, b = src
+    t, o, _ = test_random_wide.build(kind, a, b, steps, nparts)
+    test_random_wide._check_exact(t.hippo.compute(scheduler=client), o, a, b)
+
+
+@pytest.mark.parametrize("fname", sorted(test_random_wide.DECLARED))
+def test_declared_lineage_on_worker_processes(store, client, fname):
+    import numpy as np
+    import pandas as pd
+
+    from oracle import OracleFrame
+
+    rng = np.random.default_rng(3)
+    a = pd.DataFrame({"g": rng.integers(0, 4, 40), "x": rng.integers(0, 9, 40), "y": rng.normal(size=40).round(2),
+                      "s": rng.choice(["p", "q"], 40)})
+    a.loc[[2, 9, 33], "y"] = np.nan
+    func, reads, decl = test_random_wide.DECLARED[fname]
+    t = dd.from_pandas(a, npartitions=3, sort=False).hippo.source("a").hippo.filter(lambda p: p.x > 1)
+    t = t.hippo.assign(z=func, lineage=test_random_wide._declaration(reads, decl))
+    t = t.hippo.groupby("g").transform(tz=("x", "sum"))
+    o = OracleFrame.source(a, "a", npartitions=3).filter(lambda p: p.x > 1)
+    o = test_random_wide._declared_oracle(o, func, reads, decl, True).groupby_transform(["g"], "tz", "x", "sum", True)
+    test_random_wide._check_exact(t.hippo.compute(scheduler=client), o, a, a.iloc[:0])
