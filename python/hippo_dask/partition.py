@@ -242,10 +242,11 @@ def _check_positions(user: pd.DataFrame, reads: Sequence[str] | None) -> tuple[n
     size = min(n - 1, CHECK_ROWS)
     cols = [c for c in (reads if reads is not None else user.columns) if c in user.columns]
     rng = np.random.default_rng(n)
-    order = rng.permutation(n)
+    # a few random positions, without permuting all n (that would cost more than the check)
+    drawn = np.unique(rng.integers(0, n, size=min(n, 4 * (size + CHECK_ROWS))))
+    order = rng.permutation(drawn) if len(drawn) >= min(n, size + CHECK_ROWS) else rng.permutation(n)
     if cols:
-        has_na = user[cols].isna().to_numpy().any(axis=1)
-        na_first = np.flatnonzero(has_na)[: size // 2]
+        na_first = np.flatnonzero(user[cols].isna().to_numpy().any(axis=1))[: max(1, size // 2)]
         order = np.concatenate([na_first, order[~np.isin(order, na_first)]])
     checked = np.sort(order[:size])
     others = np.sort(order[size: size + CHECK_ROWS])
@@ -253,24 +254,31 @@ def _check_positions(user: pd.DataFrame, reads: Sequence[str] | None) -> tuple[n
 
 
 def _perturbed(values: pd.Series) -> pd.Series:
-    """Other values of the same type: reversed, and moved across the rest, so sums, orders and ranks change."""
-    flipped = pd.Series(values.to_numpy()[::-1], index=values.index, dtype=values.dtype)
+    """Other values of the same type for the same rows: every one changed, none equal to another.
+
+    Numbers become ``-2 v - 3 - i`` (order reversed, so ranks change; distinct,
+    so ties break; shifted, so sums change), missing values become values (a
+    ``fillna(mean)`` of an all-missing column shows then), times move back,
+    strings get a prefix.
+    """
     dtype = values.dtype
-    # missing values become values (an all-missing column hides a fillna(mean) otherwise)
+    step = np.arange(len(values))
     try:
         if pd.api.types.is_bool_dtype(dtype):
-            return ~flipped.fillna(False).astype(bool) if not isinstance(dtype, np.dtype) else ~flipped
+            return ~values.fillna(False).astype(bool)
         if pd.api.types.is_numeric_dtype(dtype):
-            return (-flipped - 1).fillna(1)  # negated: other rows move across the kept ones (ranks change)
+            return (values * -2 - 3 - step).fillna(pd.Series(0.5 + step, index=values.index)).astype(dtype, errors="ignore")
         if pd.api.types.is_datetime64_any_dtype(dtype):
-            return (flipped - pd.Timedelta(days=3653)).fillna(pd.Timestamp("2000-01-01", tz=getattr(dtype, "tz", None)))
+            moved = values - pd.to_timedelta(3653 + step, unit="D")
+            return moved.fillna(pd.Timestamp("2000-01-01", tz=getattr(dtype, "tz", None)))
         if pd.api.types.is_timedelta64_dtype(dtype):
-            return (flipped + pd.Timedelta(seconds=1)).fillna(pd.Timedelta(seconds=1))
+            return (values + pd.to_timedelta(1 + step, unit="s")).fillna(pd.Timedelta(seconds=1))
         if pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-            return flipped.map(lambda v: "~" + v if isinstance(v, str) else "~").astype(dtype)
-    except (TypeError, ValueError):
+            return pd.Series([f"~{i}~{v}" if isinstance(v, str) else f"~{i}" for i, v in enumerate(values)],
+                             index=values.index).astype(dtype)
+    except (TypeError, ValueError, OverflowError):
         pass
-    return flipped
+    return pd.Series(values.to_numpy()[::-1], index=values.index, dtype=dtype)
 
 
 def _as_frame(value: Any) -> pd.DataFrame:
@@ -315,14 +323,20 @@ def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], ful
     if n < 2:
         return  # one row: its value can depend on no other row
     rows, others = _check_positions(user, call.reads)
-    sub = user.iloc[rows]
-    expected = full.iloc[rows] if isinstance(full, (pd.Series, pd.DataFrame)) else np.asarray(full)[rows]
+    # every re-run works on these few rows, taken from the partition once
+    both = np.sort(np.concatenate([rows, others]))
+    probe = user.iloc[both]
+    in_rows = np.isin(both, rows)
+    sub = probe.iloc[np.flatnonzero(in_rows)]
+    full_at = full.iloc[both] if isinstance(full, (pd.Series, pd.DataFrame)) else np.asarray(full)[both]
+    expected = _take(full_at, np.flatnonzero(in_rows))
     unread = [c for c in user.columns if call.reads is not None and c not in call.reads]
     # 1. the checked rows alone (other rows left out), with the columns it does not read scrambled
     scrambled = sub
     if unread and len(sub) > 1:
         shift = np.roll(np.arange(len(sub)), 1)
-        scrambled = sub.assign(**{c: sub[c].iloc[shift].to_numpy() for c in unread})
+        moved = sub[unread].iloc[shift].set_axis(sub.index, axis=0)
+        scrambled = pd.concat([sub.drop(columns=unread), moved], axis=1)[list(sub.columns)]
     try:
         ok = _same(apply(scrambled), expected)
     except Exception:  # noqa: BLE001 - scrambled columns it reads may break it: decided below
@@ -341,16 +355,16 @@ def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], ful
     # 2. the checked rows among other rows whose values changed, and the other way round (a cumsum
     #    of zeros, or a mean of equal values, shows only here)
     if len(others):
-        both = np.sort(np.concatenate([rows, others]))
-        frame = user.iloc[both]
         read = [c for c in user.columns if call.reads is None or c in call.reads]
-        for changed in (np.isin(both, others), ~np.isin(both, others)):
-            kept = both[~changed]
-            want = full.iloc[kept] if isinstance(full, (pd.Series, pd.DataFrame)) else np.asarray(full)[kept]
-            got = apply(frame.assign(**{c: _where(changed, _perturbed(frame[c]), frame[c]) for c in read}))
-            got_rows = got.iloc[~changed] if isinstance(got, (pd.Series, pd.DataFrame)) else np.asarray(got)[~changed]
-            if not _same(got_rows, want):
+        for changed in (~in_rows, in_rows):
+            got = apply(probe.assign(**{c: _where(changed, _perturbed(probe[c]), probe[c]) for c in read}))
+            kept = np.flatnonzero(~changed)
+            if not _same(_take(got, kept), _take(full_at, kept)):
                 raise _not_rowwise(call)
+
+
+def _take(values: Any, positions: np.ndarray) -> Any:
+    return values.iloc[positions] if isinstance(values, (pd.Series, pd.DataFrame)) else np.asarray(values)[positions]
 
 
 def _where(mask: np.ndarray, new: pd.Series, old: pd.Series) -> pd.Series:
@@ -790,13 +804,18 @@ def transform_partition(part: pd.DataFrame, groups: pd.DataFrame, keys: Sequence
     ``dropna``) gets missing values and the ``MISSING`` group id.
     """
     user = clean(part)
-    matched = user[list(keys)].merge(groups[list(keys) + list(outs)], on=list(keys), how="left", sort=False)
-    if len(matched) != len(user):
-        raise LineageError("internal: groupby().transform found several groups for one key")
     ids = group_ids(user[list(keys)])
     if dropna and len(user):
         ids[user[list(keys)].isna().to_numpy().any(axis=1)] = MISSING
-    out = user.assign(**{o: matched[o].to_numpy() for o in outs})
+    # matched by group id, which is by value whatever the dtypes (a None key of an object
+    # column comes back from the group-by as a float NaN, which a merge on keys refuses)
+    found = pd.Index(group_ids(groups[list(keys)])).get_indexer(ids)
+    hit = found >= 0
+    values = {}
+    for o in outs:
+        column = groups[o].iloc[np.where(hit, found, 0)] if len(groups) else pd.Series(np.nan, index=range(len(user)))
+        values[o] = column.where(pd.Series(hit, index=column.index)).to_numpy() if not hit.all() else column.to_numpy()
+    out = user.assign(**values)
     if casts:
         out = out.astype({o: t for o, t in casts.items() if out[o].dtype != t})
     return reattach(out, part).assign(**{slot_column: ids})
