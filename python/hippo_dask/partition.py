@@ -669,6 +669,13 @@ def group_ids(keys: pd.DataFrame) -> np.ndarray:
     ranges never meet, and no id is ``MISSING``.
     """
     n = len(keys)
+    if keys.shape[1] == 1 and isinstance(keys.dtypes.iloc[0], np.dtype) and keys.dtypes.iloc[0].kind in "iu":
+        # the common case, fast: plain integers in range are their own id; hash only the others
+        values = keys.iloc[:, 0].to_numpy()
+        small = (values >= -_SMALL_KEY) & (values < _SMALL_KEY) if values.dtype.kind == "i" else values < _SMALL_KEY
+        if small.all():
+            v = values.astype(np.int64, copy=False)
+            return (v << 1) ^ (v >> 63)
     combined = np.zeros(n, dtype=np.uint64)
     small = np.zeros(n, dtype=bool)
     zigzag = np.zeros(n, dtype=np.int64)
