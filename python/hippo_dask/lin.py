@@ -7,7 +7,9 @@ value it computes for a row depends on the rows it was given:
   Hippo does not trust this: on every partition it re-runs the function on a
   small sample of the partition's rows, with the columns outside ``reads``
   scrambled, and raises :class:`~hippo_dask.errors.LineageError` naming the
-  operation and the declaration to use when the values differ.
+  operation and the declaration to use when the values differ. It also re-runs
+  it with other rows' values changed. The check sees up to 64 rows a partition,
+  so a dependency that shows on none of them can pass: declare what you know.
 * :class:`All`: on the ``reads`` of *every* row the function saw
   (``x - x.mean()``, ``fillna(x.mean())``). On pandas that is the whole frame;
   on Dask it is the rows of the same partition (the function runs per partition,
