@@ -309,21 +309,7 @@ def oracle_records(frame: OracleFrame) -> Counter:
 
 def hippo_records(result: pd.DataFrame) -> Counter:
     """The same multiset, read from a computed result's lineage, one query per cell."""
-    lineage = result.hippo.lineage
-    keys = row_keys(result)
-    cols = sorted(result.columns)
-    out = Counter()
-    for i in range(len(result)):
-        whole = lineage.backward(rows=[i])
-        row_lin = frozenset((src, int(r)) for src, ts in whole.items() for r in ts.rows)
-        per_col = []
-        for c in cols:
-            trace = lineage.backward(rows=[i], columns=[c])
-            per_col.append(frozenset(
-                (src, int(r), str(col)) for src, ts in trace.items() for r, col in ts.cells.itertuples(index=False, name=None)
-            ))
-        out[(keys[i], row_lin, tuple(per_col))] += 1
-    return out
+    return Counter(hippo_row_records(result))
 
 
 def check_forward(result: pd.DataFrame, frame: OracleFrame, sources: dict[str, pd.DataFrame], samples: int = 4) -> None:

@@ -352,7 +352,8 @@ class Lineage:
         Parameters
         ----------
         rows : int or sequence of int
-            Result row positions.
+            Result row *positions* (0 to ``nrows - 1``, as ``result.iloc`` takes
+            them; ``compute()`` returns a ``RangeIndex``, so labels agree).
         columns : str or sequence of str, optional
             Result columns to trace. Omitted: whole rows (row lineage, and the
             cell lineage of every column of those rows).
