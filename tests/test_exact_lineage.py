@@ -292,3 +292,45 @@ def test_results_are_positions_and_survive_copies(store):
     edited.loc[0, "y"] = "zzz"
     with pytest.raises(hippo.StaleResultError):
         edited.hippo.lineage
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_map_with_declared_all(store, backend):
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [5, 6, 7, 8]})
+
+    def center(p):
+        return p.assign(xc=p.x - p.x.mean())
+
+    t = frame(backend, df, 2).hippo.source("df")
+    with pytest.raises(hippo.LineageError, match="not row-wise"):
+        compute(t.hippo.map(center), backend)
+    res = compute(t.hippo.map(center, lineage=hippo.lin.All(reads=["x"])), backend)
+    lin = res.hippo.lineage
+    partition = [{0, 1, 2, 3}] * 4 if backend == "pandas" else [{0, 1}, {0, 1}, {2, 3}, {2, 3}]
+    for i in range(4):
+        assert set(lin.backward(rows=[i], columns=["xc"])["df"].rows) == partition[i]
+        assert set(lin.backward(rows=[i], columns=["y"])["df"].rows) == {i}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filter_row_dependent_predicate(store, backend):
+    df = pd.DataFrame({"x": np.arange(10.0)})
+    t = frame(backend, df).hippo.source("df")
+    with pytest.raises(hippo.LineageError, match="lineage=hippo.lin"):
+        compute(t.hippo.filter(lambda p: p.x > p.x.mean()), backend)
+    # declared: kept rows trace to themselves (a predicate's columns are not values of the output)
+    res = compute(t.hippo.filter(lambda p: p.x > p.x.mean(), lineage=hippo.lin.All(reads=["x"])), backend)
+    kept = np.flatnonzero(df.x > (df.x.mean() if backend == "pandas" else 0)) if backend == "pandas" else None
+    if kept is not None:
+        assert res.x.tolist() == df.x[kept].tolist()
+    for i in range(len(res)):
+        assert res.hippo.lineage.backward(rows=[i])["df"].rows.tolist() == [int(res.x[i])]
+
+
+def test_a_failing_user_function_keeps_its_own_error(store):
+    def boom(p):
+        raise ZeroDivisionError("user bug")
+
+    t = pd.DataFrame({"x": [1.0, 2.0]}).hippo.source("df")
+    with pytest.raises(ZeroDivisionError, match="user bug"):
+        t.hippo.assign(z=lambda p: boom(p))
