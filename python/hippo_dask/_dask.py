@@ -96,6 +96,10 @@ def groupby_agg(data: Any, keys: Sequence[str], named: Mapping[str, tuple[str, s
     return out[list(named)].reset_index()
 
 
+def sort_values(data: Any, by: list[str], ascending: bool) -> Any:
+    return data.sort_values(by=by if len(by) > 1 else by[0], ascending=ascending)
+
+
 def drop_duplicates(data: Any, subset: list[str], keep: str) -> Any:
     return data.drop_duplicates(subset=subset, keep=keep, split_out=1)
 

@@ -56,6 +56,11 @@ def groupby_agg(data: pd.DataFrame, keys: Sequence[str], named: Mapping[str, tup
     return out
 
 
+def sort_values(data: pd.DataFrame, by: list[str], ascending: bool) -> pd.DataFrame:
+    """A stable sort: ties keep their order, so which duplicate a later step keeps is defined."""
+    return data.sort_values(by=by, ascending=ascending, kind="stable")
+
+
 def drop_duplicates(data: pd.DataFrame, subset: list[str], keep: str) -> pd.DataFrame:
     return data.drop_duplicates(subset=subset, keep=keep)
 

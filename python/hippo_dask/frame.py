@@ -358,7 +358,7 @@ class Tracked:
     def sort_values(self, by: str | Sequence[str], ascending: bool = True) -> "Tracked":
         by_list = [by] if isinstance(by, str) else list(by)
         self._require("sort_values", by_list)
-        data = self.data.sort_values(by=by_list if len(by_list) > 1 else by_list[0], ascending=ascending)
+        data = self.backend.sort_values(self.data, by_list, ascending)
         params = {"by": by_list, "ascending": ascending}
         return self._derive(data, unary("sort_values", self.node, self.columns, identity_colmap(self.columns), params))
 
