@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
