@@ -13,8 +13,11 @@ A :class:`Node` is one operation. It records
 * ``ROW``: a pseudo column for *row* lineage ("why does this row exist"),
   mapped like a column through every operator.
 
-Node ids are deterministic tokens of (operation, parameters, input ids), so
-two identical calls are one node, like Dask merges identical expressions.
+Node ids are deterministic tokens of (operation, parameters, raw arguments,
+input ids), with user functions identified by their code, closure, defaults
+and the globals they read (:mod:`hippo_dask.identity`), so two calls are one
+node only when they compute the same thing, like Dask merges identical
+expressions.
 """
 
 from __future__ import annotations
