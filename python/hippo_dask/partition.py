@@ -314,10 +314,13 @@ def _declare_hint(what: str) -> str:
 def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], full: Any, call: UserCall) -> None:
     """Check that ``apply`` is row-wise and reads only ``call.reads``; raise otherwise.
 
-    Re-runs ``apply`` on a few rows of the partition with the columns outside
-    ``reads`` scrambled, and compares with the values it gave those rows on the
-    whole partition (``full``). Cheap (a few dozen rows a partition), and run
-    on every partition, pandas or Dask alike: inference is checked, not trusted.
+    Re-runs ``apply`` on at most 64 rows of the partition and compares with the
+    values it gave those rows on the whole partition (``full``): (1) the checked
+    rows alone, the columns outside ``reads`` scrambled; (2) the checked rows
+    among other rows whose read values changed; (3) the other way round. Cheap
+    (about 5 ms a partition), and run on every partition, pandas or Dask alike:
+    inference is checked, not trusted. A sample, so a dependency that shows on
+    none of these rows can pass.
     """
     n = len(user)
     if n < 2:
