@@ -575,7 +575,7 @@ def _hash_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     na = np.asarray(pd.isna(values), dtype=bool)
     as_number = np.zeros(n, dtype=bool)
     numbers_ = np.zeros(n, dtype=np.float64)
-    big: dict[int, int] = {}
+    exact_ints: dict[int, int] = {}  # position -> a Python int, kept exact (not through float)
     texts = np.empty(n, dtype=object)
     kinds = np.zeros(n, dtype=np.int8)  # 0 number, 1 str, 2 other
     for i, v in enumerate(values):
@@ -584,7 +584,7 @@ def _hash_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
         if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral)):
             iv = int(v)
             if -(1 << 63) <= iv < (1 << 63):
-                big[i] = iv
+                exact_ints[i] = iv
                 as_number[i] = True
                 continue
             texts[i], kinds[i] = repr(iv), 2
@@ -601,10 +601,10 @@ def _hash_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if as_number.any():
         idx = np.flatnonzero(as_number)
         floats = numbers_[idx]
-        exact = np.array([i in big for i in idx])
+        exact = np.array([i in exact_ints for i in idx])
         h, integ, iv = _hash_numbers(floats, np.zeros(len(idx), dtype=bool))
         if exact.any():  # Python ints: exact, not through float
-            exact_vals = np.array([big[i] for i in idx[exact]], dtype=np.int64)
+            exact_vals = np.array([exact_ints[i] for i in idx[exact]], dtype=np.int64)
             h[exact] = _salted(hash_array(exact_vals), "int")
             integ[exact] = True
             iv[exact] = exact_vals
@@ -850,7 +850,7 @@ def fill_missing_slots(part: pd.DataFrame, columns: Sequence[str], casts: Mappin
     for c in columns:
         col = part[c]
         if col.dtype != np.int64:
-            if col.dtype.kind == "f" if isinstance(col.dtype, np.dtype) else False:
+            if isinstance(col.dtype, np.dtype) and col.dtype.kind == "f":
                 # a slot that went through float64 may have lost bits: refuse, never guess
                 raise LineageError(f"internal: hidden id column {c} passed through float64; ids would be inexact")
             fixed[c] = col.to_numpy(dtype=np.int64, na_value=MISSING)
