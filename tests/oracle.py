@@ -267,6 +267,96 @@ class OracleFrame:
         return OracleFrame(df, cells, rows)
 
 
+# ---------------------------------------------------------------------- ML steps (DESIGN section 3, last two rows)
+
+
+@dataclass
+class OracleModel:
+    """A fitted estimator with its model dependency: every training row's cells, per column."""
+
+    fitted: Any
+    X: list[str]
+    y: str | None
+    column_cells: dict[str, frozenset[Cell]]  # training column -> cells of every training row
+    rows: frozenset[SourceRow]  # row lineage of every training row
+
+
+def oracle_fit(frame: OracleFrame, estimator: Any, X: Sequence[str], y: str | None = None, fitted: Any = None) -> OracleModel:
+    """Fit (a clone of) ``estimator`` on the frame; ``fitted`` adopts an already fitted one for the values."""
+    from sklearn.base import clone
+
+    X = list(X)
+    if fitted is None:
+        fitted = clone(estimator)
+        fitted.fit(frame.df[X]) if y is None else fitted.fit(frame.df[X], frame.df[y])
+    columns = X + ([y] if y is not None else [])
+    column_cells = {c: frozenset().union(*frame.cells[c]) if len(frame.df) else frozenset() for c in columns}
+    return OracleModel(fitted, X, y, column_cells, frozenset().union(*frame.rows) if frame.rows else frozenset())
+
+
+def _dense(values: Any) -> np.ndarray:
+    return values.toarray() if hasattr(values, "toarray") else np.asarray(values)
+
+
+def perturbed_dependencies(fitted: Any, sample: pd.DataFrame, X: Sequence[str]) -> dict[str, set[str]]:
+    """Output column -> input columns whose change changes it, found by changing one input at a time.
+
+    Independent of how hippo_dask reads an estimator's structure: each input
+    column of ``sample`` is rotated by one row (and numbers also shifted), the
+    estimator re-applied, and the outputs that changed are the ones made from it.
+    """
+    names = [str(n) for n in fitted.get_feature_names_out(list(X))]
+    base = _dense(fitted.transform(sample[list(X)]))
+    deps: dict[str, set[str]] = {n: set() for n in names}
+    for c in X:
+        changed = sample[list(X)].copy()
+        col = changed[c]
+        rotated = np.roll(col.to_numpy(), 1)
+        if pd.api.types.is_numeric_dtype(col.dtype):
+            rotated = rotated + 0.37 * np.nanstd(col.to_numpy(dtype=float)) + 1.0
+        changed[c] = rotated
+        out = _dense(fitted.transform(changed))
+        for j, n in enumerate(names):
+            a, b = base[:, j], out[:, j]
+            same = (a == b) | (pd.isna(a) & pd.isna(b))
+            if not same.all():
+                deps[n].add(c)
+    return deps
+
+
+def oracle_transform(frame: OracleFrame, model: OracleModel, through_models: bool = False,
+                     deps: dict[str, set[str]] | None = None) -> OracleFrame:
+    """Replace the model's inputs by its outputs; each output cell <- its inputs in the row (+ training rows)."""
+    X = model.X
+    names = [str(n) for n in model.fitted.get_feature_names_out(X)]
+    deps = perturbed_dependencies(model.fitted, frame.df, X) if deps is None else deps
+    values = _dense(model.fitted.transform(frame.df[X])) if len(frame.df) else np.zeros((0, len(names)))
+    kept = [c for c in frame.df.columns if c not in X]
+    df = pd.concat([frame.df[kept].reset_index(drop=True), pd.DataFrame(values, columns=names)], axis=1)
+    cells = {c: frame.cells[c] for c in kept}
+    for n in names:
+        model_part = frozenset()
+        if through_models:
+            model_part = frozenset().union(*(model.column_cells[c] for c in sorted(deps[n]) + ([model.y] if model.y else [])))
+        cells[n] = [frozenset().union(*(frame.cells[c][i] for c in deps[n])) | model_part for i in range(len(df))]
+    rows = [r | model.rows for r in frame.rows] if through_models else frame.rows
+    return OracleFrame(df, cells, rows, frame.parts)
+
+
+def oracle_predict(frame: OracleFrame, model: OracleModel, out: str, through_models: bool = False) -> OracleFrame:
+    """Add predictions; a prediction <- the row's feature cells (+ every training row's features and label)."""
+    X = model.X
+    values = model.fitted.predict(frame.df[X]) if len(frame.df) else np.array([])
+    df = frame.df.assign(**{out: values})
+    cells = dict(frame.cells)
+    model_part = frozenset()
+    if through_models:
+        model_part = frozenset().union(*(model.column_cells[c] for c in X + ([model.y] if model.y else [])))
+    cells[out] = [frozenset().union(*(frame.cells[c][i] for c in X)) | model_part for i in range(len(df))]
+    rows = [r | model.rows for r in frame.rows] if through_models else frame.rows
+    return OracleFrame(df, cells, rows, frame.parts)
+
+
 def reads_written(columns: Sequence[str], inputs: Sequence[str]) -> set[str]:
     """Flatmap output columns that are new (computed from its reads)."""
     return {c for c in columns if c not in set(inputs)}
@@ -307,12 +397,13 @@ def oracle_records(frame: OracleFrame) -> Counter:
     )
 
 
-def hippo_records(result: pd.DataFrame) -> Counter:
+def hippo_records(result: pd.DataFrame, through_models: bool = False) -> Counter:
     """The same multiset, read from a computed result's lineage, one query per cell."""
-    return Counter(hippo_row_records(result))
+    return Counter(hippo_row_records(result, through_models))
 
 
-def check_forward(result: pd.DataFrame, frame: OracleFrame, sources: dict[str, pd.DataFrame], samples: int = 4) -> None:
+def check_forward(result: pd.DataFrame, frame: OracleFrame, sources: dict[str, pd.DataFrame], samples: int = 4,
+                  through_models: bool = False) -> None:
     """Forward traces of a few source cells (and whole rows) match the oracle."""
     lineage = result.hippo.lineage
     keys = row_keys(result)
@@ -325,7 +416,7 @@ def check_forward(result: pd.DataFrame, frame: OracleFrame, sources: dict[str, p
         picks = np.linspace(0, len(src) - 1, num=min(samples, len(src)), dtype=int) if len(src) else []
         for r in sorted(set(int(p) for p in picks)):
             for c in list(src.columns) + [None]:
-                got = lineage.forward(name, rows=[r], columns=None if c is None else [c])
+                got = lineage.forward(name, rows=[r], columns=None if c is None else [c], through_models=through_models)
                 if c is None:
                     got_rows = Counter(keys[i] for i in got.rows)
                     want_rows = Counter(okeys[i] for i in range(len(frame.df)) if (name, r) in frame.rows[i])
@@ -376,18 +467,18 @@ def compare_sampled(result: pd.DataFrame, frame: OracleFrame, sample: int = 25, 
 # ---------------------------------------------------------------------- per-row and bounded comparison
 
 
-def hippo_row_records(result: pd.DataFrame) -> list[tuple]:
+def hippo_row_records(result: pd.DataFrame, through_models: bool = False) -> list[tuple]:
     """Per result row, in order: (values, row lineage, per-column cell lineage), as :func:`hippo_records`."""
     lineage = result.hippo.lineage
     keys = row_keys(result)
     cols = sorted(result.columns)
     out = []
     for i in range(len(result)):
-        whole = lineage.backward(rows=[i])
+        whole = lineage.backward(rows=[i], through_models=through_models)
         row_lin = frozenset((src, int(r)) for src, ts in whole.items() for r in ts.rows)
         per_col = []
         for c in cols:
-            trace = lineage.backward(rows=[i], columns=[c])
+            trace = lineage.backward(rows=[i], columns=[c], through_models=through_models)
             per_col.append(frozenset(
                 (src, int(r), str(col)) for src, ts in trace.items() for r, col in ts.cells.itertuples(index=False, name=None)
             ))

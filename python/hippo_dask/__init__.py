@@ -23,6 +23,7 @@ from .errors import (
     UntrackedFrameError,
 )
 from .lineage import Lineage, Trace, TraceSet, open
+from .ml import Model
 from .store import RunInfo, Store, get_store, set_store
 
 try:
@@ -42,6 +43,7 @@ __all__ = [
     "IncompleteRunError",
     "Lineage",
     "LineageError",
+    "Model",
     "QueryError",
     "RunInfo",
     "RunNotFoundError",

@@ -7,6 +7,7 @@ indices through ``to_delayed`` / ``from_delayed`` when the source is built.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -140,3 +141,44 @@ def hole_dtypes(data: Any, columns: Sequence[str]) -> dict[str, Any]:
 def to_nullable_ids(data: Any, columns: Sequence[str]) -> Any:
     """Hidden id columns as nullable Int64, so a merge's holes never pass them through float."""
     return data.astype({c: "Int64" for c in columns}) if columns else data
+
+
+def gather_training(training: Any, fit_id: str, receipt_frames: Mapping[str, Any], infos: Mapping[str, Any],
+                    partial: bool, y: str | None, compute_kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, list[str]], dict[str, list[int]], Any]:
+    """The training rows to fit on, computed once, with the receipts of what computing them wrote.
+
+    ``partial=False``: every training row gathered into one pandas frame (the
+    columns to fit on only). ``partial=True``: the training rows are persisted
+    (on the workers, with a distributed Client) and handed out one partition at a
+    time, for ``partial_fit``. Either way the receipts and source row counts are
+    computed in the same pass.
+    """
+    import dask
+
+    import dask.dataframe as dd
+
+    from .compute import _COUNTS_META, _counts_frame, _release_cached_property_locks
+
+    counts = {nid: [dask.delayed(len)(part) for part in info.partitions] if info.counts is None else list(info.counts)
+              for nid, info in infos.items()}
+    # as a (one-partition) frame: one compute may not mix delayed objects and expressions
+    counts = dd.from_delayed([dask.delayed(_counts_frame, pure=True)(counts)], meta=_COUNTS_META, verify_meta=False)
+    if partial:
+        training = training.persist(**compute_kwargs)
+    receipt_frames = {**receipt_frames, fit_id: training}
+    receipts = {nid: frame.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
+                for nid, frame in receipt_frames.items()}
+    _release_cached_property_locks()
+    classes = training[y].drop_duplicates() if partial and y is not None else None
+    whole = None if partial else training
+    whole, computed, counts_table, classes = dask.compute(whole, receipts, counts, classes, **compute_kwargs)
+    counts = {r.node: json.loads(r.counts) for r in counts_table.itertuples(index=False)}
+    found = {nid: [r for r in frame["fragment"] if r] for nid, frame in computed.items()}
+    if classes is not None:
+        classes = np.unique(classes.to_numpy())
+    if partial:
+        batches = (P.clean(part.compute(**compute_kwargs)) for part in training.partitions)
+    else:
+        batches = [P.clean(whole)]
+    return batches, found, {nid: [int(c) for c in v] for nid, v in counts.items()}, classes
+

@@ -85,3 +85,17 @@ def hole_dtypes(data: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
 def to_nullable_ids(data: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Hidden id columns as nullable Int64, so a merge's holes never pass them through float."""
     return data.astype({c: "Int64" for c in columns}) if columns else data
+
+
+def gather_training(training: pd.DataFrame, fit_id: str, receipt_frames: Mapping[str, pd.DataFrame],
+                    infos: Mapping[str, Any], partial: bool, y: str | None, compute_kwargs: Mapping[str, Any]) -> tuple[list[pd.DataFrame], dict[str, list[str]], dict[str, list[int]], Any]:
+    """The training rows to fit on, with the receipts of what computing them wrote.
+
+    ``compute_kwargs`` are for Dask. Returns (batches to fit on, node id -> fragment names, source node id ->
+    partition row counts, the label's classes for ``partial_fit`` or None).
+    """
+    receipt_frames = {**receipt_frames, fit_id: training}
+    receipts = {nid: [r for r in P.receipt_of(frame, nid)["fragment"] if r] for nid, frame in receipt_frames.items()}
+    counts = {nid: list(info.counts) for nid, info in infos.items()}
+    classes = np.unique(training[y].to_numpy()) if partial and y is not None else None
+    return [P.clean(training)], receipts, counts, classes

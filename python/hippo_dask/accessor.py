@@ -19,6 +19,7 @@ from .errors import LineageError, StaleResultError, UntrackedFrameError
 from .frame import Tracked, concat as _concat, is_dask
 from .lin import LineageType
 from .lineage import Lineage
+from .ml import Model
 from .store import Store, get_store
 
 
@@ -388,6 +389,115 @@ class HippoAccessor:
     def groupby(self, keys: str | Sequence[str], dropna: bool = True) -> GroupBy:
         """Group rows by key columns; follow with ``.agg(out=(column, function), ...)``."""
         return GroupBy(self._t("groupby"), keys, dropna)
+
+    # -- machine learning (scikit-learn)
+    def split(self, test_size: float = 0.25, seed: int = 0, by: str | Sequence[str] | None = None) -> tuple[Any, Any]:
+        """Split rows into (train, test), reproducibly, like ``train_test_split``.
+
+        Each row goes to ``test`` with probability ``test_size``, decided by a hash
+        of its values (of the ``by`` columns, default all) and ``seed``: the same
+        split on pandas and Dask whatever the partitioning, on a replay, and for
+        equal rows (with ``by=`` a key, all rows of a key land on one side). The
+        sizes are therefore close to, not exactly, ``test_size``.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"x": range(1000)}).hippo.source("df")
+        >>> train, test = df.hippo.split(test_size=0.2, seed=0)
+        >>> len(train) + len(test), 150 < len(test) < 250
+        (1000, True)
+        """
+        train, test = self._t("split").split(test_size, seed, by)
+        return _expose(train), _expose(test)
+
+    def fit(self, estimator: Any, X: str | Sequence[str], y: str | None = None,
+            incremental: bool | None = None, **compute_kwargs: Any) -> Model:
+        """Fit a scikit-learn estimator on this frame's rows; returns a :class:`~hippo_dask.ml.Model`.
+
+        A copy of ``estimator`` is fitted (the one passed in is left as it was),
+        stored in the run with a checksum (for replay), and the rows it was fitted
+        on become its *model dependency*: queries with ``through_models=True``
+        trace what the model makes back to every training row.
+
+        On pandas the estimator is fitted once. On Dask, an estimator with
+        ``partial_fit`` is fitted one partition at a time (the training rows stay
+        on the workers, persisted); any other estimator is fitted once on the
+        ``X`` and ``y`` columns gathered into one pandas frame on the client
+        (``incremental=False`` forces that). The run records which it was.
+
+        Parameters
+        ----------
+        estimator : scikit-learn estimator
+            A transformer, a ``Pipeline`` / ``ColumnTransformer``, or a model.
+        X : list of str
+            Feature columns, passed to ``fit`` as a DataFrame.
+        y : str, optional
+            Label column (supervised estimators).
+        incremental : bool, optional
+            Dask only: ``True`` requires ``partial_fit``, ``False`` never uses it.
+        **compute_kwargs
+            Dask only: passed to ``dask.compute`` (e.g. ``scheduler=client``).
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"a": [0.0, 1, 2, 3], "b": [1.0, 0, 1, 0], "y": [0, 0, 1, 1]}).hippo.source("df")
+        >>> model = df.hippo.fit(LogisticRegression(), X=["a", "b"], y="y")
+        >>> out = df.hippo.predict(model, out="pred").hippo.compute()
+        >>> lin = out.hippo.lineage
+        >>> lin.backward(rows=[0], columns=["pred"])["df"].cells.column.tolist()
+        ['a', 'b']
+        >>> lin.backward(rows=[0], columns=["pred"], through_models=True)["df"].rows
+        array([0, 1, 2, 3])
+        """
+        return self._t("fit").fit(estimator, X=X, y=y, incremental=incremental, **compute_kwargs)
+
+    def transform(self, model: Model) -> Any:
+        """Apply a fitted transformer: its input columns are replaced by the columns it makes.
+
+        Output columns are named as ``get_feature_names_out()`` names them;
+        columns the model does not read pass through unchanged. Each output cell
+        traces to the same row's input cells it was made from (per column for
+        scalers, imputers, encoders and discretizers; every input for estimators
+        that mix them, like PCA), and with ``through_models=True`` also to every
+        training row of those columns.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> from sklearn.preprocessing import StandardScaler
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"a": [1.0, 3.0], "b": [0.0, 2.0], "id": [7, 8]}).hippo.source("df")
+        >>> scaler = df.hippo.fit(StandardScaler(), X=["a", "b"])
+        >>> df.hippo.transform(scaler)
+           id    a    b
+        0   7 -1.0 -1.0
+        1   8  1.0  1.0
+        """
+        return _expose(self._t("transform").ml_transform(model))
+
+    def fit_transform(self, estimator: Any, columns: str | Sequence[str], y: str | None = None,
+                      **compute_kwargs: Any) -> Any:
+        """Fit a transformer on this frame and transform it (:meth:`fit`, then :meth:`transform`)."""
+        tracked = self._t("fit_transform")
+        model = tracked.fit(estimator, X=columns, y=y, **compute_kwargs)
+        return _expose(tracked.ml_transform(model))
+
+    def predict(self, model: Model, X: str | Sequence[str] | None = None, out: str = "prediction",
+                method: str = "predict") -> Any:
+        """Add a fitted model's predictions as column ``out``.
+
+        ``method`` may be ``predict`` (one column), ``predict_proba`` or
+        ``predict_log_proba`` (one column per class, ``<out>_<class>``) or
+        ``decision_function``. ``X`` defaults to the columns the model was fitted
+        on. A prediction traces to the same row's feature cells, and with
+        ``through_models=True`` to every training row's features and label.
+        """
+        return _expose(self._t("predict").predict(model, X=X, out=out, method=method))
 
     def merge(self, right: Any, how: str = "inner", on: str | Sequence[str] | None = None,
               left_on: str | Sequence[str] | None = None, right_on: str | Sequence[str] | None = None,

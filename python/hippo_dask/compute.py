@@ -22,10 +22,10 @@ import pandas as pd
 from . import partition as P
 from .errors import LineageError
 from .frame import Tracked
-from .plan import ancestors
+from .plan import MEMBERSHIP, ancestors
 from .store import _join
 
-_VERSIONED = ("hippo_dask", "pandas", "numpy", "dask", "distributed", "pyarrow")
+_VERSIONED = ("hippo_dask", "pandas", "numpy", "dask", "distributed", "pyarrow", "scikit-learn", "cloudpickle")
 
 
 def _versions() -> dict[str, str]:
@@ -109,7 +109,10 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
     """
     # every source of the pipeline, including those whose slots a group-by consumed
     source_slots = dict(tracked.sources)
-    infos = {info.node.id: info for info in source_slots.values()}  # source node id -> source
+    infos: dict[str, Any] = {}  # source node id -> source (the copy whose row counts a fit computed, if any)
+    for info in source_slots.values():
+        if info.node.id not in infos or (infos[info.node.id].counts is None and info.counts is not None):
+            infos[info.node.id] = info
     names = [info.name for info in infos.values()]
     if len(set(names)) != len(names):
         raise LineageError(
@@ -160,7 +163,10 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
     if len(fragments) != 1:
         raise LineageError(f"internal: expected one result fragment, got {len(fragments)}")
     groups = {nid: sorted({r["path"] for r in _receipt_rows(frame)}) for nid, frame in receipt_frames.items()}
-    missing = [n.id for n in nodes if (n.op == "groupby" or n.spread) and n.id not in groups]
+    for nid, names in tracked.receipts.items():  # written before this compute (by a fit)
+        if nid in {n.id for n in nodes}:
+            groups[nid] = sorted(set(groups.get(nid, [])) | set(names))
+    missing = [n.id for n in nodes if (n.op in MEMBERSHIP or n.spread) and n.id not in groups]
     if missing:
         raise LineageError(f"internal: no receipts for the membership of node(s) {missing}; the run is not committed")
     result = result.reset_index(drop=True)  # rows are positions: labels and positions agree

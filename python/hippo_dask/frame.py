@@ -14,13 +14,14 @@ hidden id columns travel with the rows by construction.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import cloudpickle
 import numpy as np
 import pandas as pd
 
-from . import _dask, _pandas
+from . import _dask, _pandas, ml
 from . import partition as P
 from .errors import ColumnError, LineageError
 from .identity import describe_function, token
@@ -71,6 +72,7 @@ class Tracked:
     store: Store
     sources: Mapping[str, SourceInfo] = field(default_factory=dict)  # hidden column -> source
     recorders: Mapping[str, Any] = field(default_factory=dict)  # node id -> data carrying its receipts
+    receipts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # node id -> fragments already written (fits)
 
     @property
     def backend(self):
@@ -90,9 +92,11 @@ class Tracked:
 
     # ------------------------------------------------------------------ helpers
     def _derive(self, data: Any, node: Node, sources: Mapping[str, SourceInfo] | None = None,
-                recorders: Mapping[str, Any] | None = None) -> "Tracked":
+                recorders: Mapping[str, Any] | None = None,
+                receipts: Mapping[str, tuple[str, ...]] | None = None) -> "Tracked":
         return Tracked(data, node, self.store, self.sources if sources is None else sources,
-                       self.recorders if recorders is None else recorders)
+                       self.recorders if recorders is None else recorders,
+                       self.receipts if receipts is None else receipts)
 
     def _require(self, op: str, columns: Iterable[str]) -> None:
         missing = [c for c in columns if c not in self.columns]
@@ -517,7 +521,166 @@ class Tracked:
         for col, info in right.sources.items():
             slot = col[len(HIDDEN_PREFIX):]
             sources[hidden(renamed.get(slot, slot))] = info
-        return self._derive(data, node, sources, recorders={**self.recorders, **right.recorders})
+        return self._derive(data, node, sources, recorders={**self.recorders, **right.recorders},
+                            receipts=union_receipts(self.receipts, right.receipts))
+
+    # ------------------------------------------------------------------ ML steps
+    def split(self, test_size: float, seed: int, by: Sequence[str] | None = None) -> tuple["Tracked", "Tracked"]:
+        """(train, test): each row goes to test with probability ``test_size``, by a seeded hash of its values."""
+        if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+            raise LineageError(f"split: test_size must be a fraction between 0 and 1, got {test_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+            raise LineageError(f"split: seed must be a non-negative int (it is recorded for replay), got {seed!r}")
+        by_list = list(self.columns) if by is None else ([by] if isinstance(by, str) else list(by))
+        self._require("split by=", by_list)
+        sides = []
+        for test in (False, True):
+            params = {"test_size": float(test_size), "seed": int(seed), "by": by_list, "side": "test" if test else "train"}
+            data = self._partitionwise(P.split_partition, by_list, float(test_size), int(seed), test, meta=self._meta())
+            sides.append(self._derive(data, unary("split", self.node, self.columns, identity_colmap(self.columns), params)))
+        return sides[0], sides[1]
+
+    def fit(self, estimator: Any, X: Sequence[str], y: str | None = None, incremental: bool | None = None,
+            **compute_kwargs: Any) -> "ml.Model":
+        """Fit a copy of ``estimator`` on this frame's rows; the rows become the model's dependency."""
+        from sklearn.base import clone, is_classifier
+
+        if not hasattr(estimator, "fit"):
+            raise LineageError(f"fit: expected a scikit-learn estimator (with .fit), got {type(estimator).__name__}")
+        X = [X] if isinstance(X, str) else list(X)
+        if not X:
+            raise LineageError("fit: X= must name at least one feature column")
+        self._require("fit X=", X)
+        if y is not None:
+            self._require("fit y=", [y])
+            if y in X:
+                raise LineageError(f"fit: the label {y!r} is also a feature in X=; remove it from X")
+        try:
+            fitted = clone(estimator)
+        except Exception as exc:  # noqa: BLE001
+            raise LineageError(f"fit: cannot copy {type(estimator).__name__} with sklearn.base.clone ({exc})") from exc
+        partial = bool(self.is_dask and hasattr(fitted, "partial_fit") and incremental is not False)
+        if incremental and not hasattr(fitted, "partial_fit"):
+            raise LineageError(f"fit: incremental=True needs partial_fit, which {type(fitted).__name__} does not have")
+        mode = "partial_fit" if partial else "fit"
+        columns = X + ([y] if y is not None else [])
+        described = ml.describe_estimator(fitted)
+        identity = token("fit", self.node.id, columns, y, mode, described, fitted)
+        slot = "f" + identity[:10]
+        training = self._partitionwise(ml.record_training, columns, self.store.fragment_dir(identity), identity,
+                                       meta=P.clean(self._meta())[columns])
+        infos = {info.node.id: info for info in self.sources.values()}
+        recorders = {nid: data for nid, data in self.recorders.items()}
+        batches, receipts, counts, classes = self.backend.gather_training(training, identity, recorders, infos, partial, y,
+                                                                            compute_kwargs)
+        if not receipts.get(identity):
+            raise LineageError("fit: the frame has no rows to fit on")
+        with_classes = classes if (partial and y is not None and is_classifier(fitted)) else None
+        sample: list[pd.DataFrame] = []
+
+        def keep_sample(parts: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+            for part in parts:
+                if len(sample) == 0 and len(part):
+                    sample.append(part[X].head(16))
+                yield part
+
+        ml.fit_estimator(fitted, keep_sample(batches), X, y, mode, with_classes)
+        pickled = cloudpickle.dumps(fitted)
+        checksum = ml.checksum(pickled)
+        from .store import write_bytes
+        from .store import _join as join_url
+
+        write_bytes(join_url(self.store.fragment_dir(identity), f"{checksum}.pkl"), pickled)
+        features = {k: tuple(v) for k, v in ml.feature_map(fitted, X).items()} if hasattr(fitted, "transform") else {}
+        params = {
+            "estimator": described, "X": X, "y": y, "fit_mode": mode,
+            "fit_note": ("partial_fit, one call per partition of the training rows" if partial
+                         else "fit, once, on the training columns gathered into one frame"),
+            "random_states": ml.random_states(estimator),
+            "model": {"path": f"{checksum}.pkl", "checksum": checksum, "bytes": len(pickled)},
+            "features": {k: list(v) for k, v in features.items()},
+        }
+        colmap: dict[str, tuple[tuple[int, str], ...]] = {c: ((0, c),) for c in columns}
+        colmap[ROW] = ((0, ROW),)
+        node = Node(id=identity, op="fit", inputs=(self.node,), columns=tuple(columns), colmap=colmap, slots=(slot,),
+                    slot_from=({},), new_slot=slot, slot_origin={slot: identity}, params=params)
+        sources = {col: replace(info, counts=tuple(counts[info.node.id])) for col, info in self.sources.items()}
+        return ml.Model(
+            estimator=fitted, X=tuple(X), y=y, node=node, store=self.store, fit_mode=mode, checksum=checksum,
+            features=features, sample=sample[0] if sample else None, sources=sources,
+            receipts=union_receipts(self.receipts, receipts), pickled=pickled,
+        )
+
+    def _apply_model(self, op: str, model: "ml.Model", data: Any, columns: list[str],
+                     colmap: dict[str, tuple[tuple[int, str], ...]], params: dict[str, Any]) -> "Tracked":
+        """A node that applies ``model``: rows one to one with this frame, the model as a second input."""
+        colmap[ROW] = ((0, ROW), (1, ROW))
+        identity = token(op, self.node.id, model.node.id, params)
+        node = Node(id=identity, op=op, inputs=(self.node, model.node), columns=tuple(columns), colmap=colmap,
+                    slots=self.node.slots, slot_from=({s: s for s in self.node.slots}, {}),
+                    slot_origin=dict(self.node.slot_origin), params=params, model_inputs=(1,))
+        return self._derive(data, node, sources=union_sources(self.sources, model.sources),
+                            receipts=union_receipts(self.receipts, model.receipts))
+
+    def _check_model(self, what: str, model: Any, X: Sequence[str]) -> None:
+        if not isinstance(model, ml.Model):
+            raise LineageError(f"{what}: pass the Model that df.hippo.fit(...) returned, got {type(model).__name__}")
+        if model.store != self.store:
+            raise LineageError(f"{what}: the model's lineage is in {model.store.url}, this frame's in {self.store.url}")
+        self._require(what, X)
+
+    def ml_transform(self, model: "ml.Model") -> "Tracked":
+        """Replace the model's input columns by the columns its ``transform`` makes; other columns pass through."""
+        self._check_model("transform", model, model.X)
+        if not model.is_transformer:
+            raise LineageError(f"transform: {type(model.estimator).__name__} has no transform; use .hippo.predict")
+        names = list(model.features)
+        passthrough = [c for c in self.columns if c not in model.X]
+        clash = [n for n in names if n in passthrough]
+        if clash:
+            raise ColumnError(f"transform: output column(s) {clash} already exist in the frame; rename them first")
+        made = ml.transform_partition(model.sample, model.estimator, model.X, names, {}) if model.sample is not None else None
+        dtypes = {n: made[n].dtype for n in names} if made is not None else {}
+        meta = ml.transform_partition(self._meta(), model.estimator, model.X, names, dtypes)
+        data = self._partitionwise(ml.transform_partition, model.estimator, model.X, names, dtypes, meta=meta)
+        depends = list(model.X) + ([model.y] if model.y else [])
+        colmap: dict[str, tuple[tuple[int, str], ...]] = {c: ((0, c),) for c in passthrough}
+        for n in names:
+            model_cols = [c for c in depends if c in model.features[n] or c == model.y]
+            colmap[n] = tuple((0, c) for c in model.features[n]) + tuple((1, c) for c in model_cols)
+        params = {"model": model.node.id, "checksum": model.checksum, "X": list(model.X), "features": names}
+        return self._apply_model("ml_transform", model, data, passthrough + names, colmap, params)
+
+    def predict(self, model: "ml.Model", X: Sequence[str] | None = None, out: str = "prediction",
+                method: str = "predict") -> "Tracked":
+        """Add the model's predictions as column ``out`` (``predict_proba``: one column per class)."""
+        X = list(model.X) if X is None else ([X] if isinstance(X, str) else list(X))
+        self._check_model("predict", model, X)
+        if len(X) != len(model.X):
+            raise LineageError(f"predict: X= has {len(X)} columns, the model was fitted on {len(model.X)}: {list(model.X)}")
+        if method not in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+            raise LineageError(f"predict: method must be predict, predict_proba, predict_log_proba or decision_function, got {method!r}")
+        if not hasattr(model.estimator, method):
+            raise LineageError(f"predict: {type(model.estimator).__name__} has no {method}")
+        if model.sample is None:
+            raise LineageError("predict: the model kept no sample rows to learn its output types")
+        probe = np.asarray(getattr(model.estimator, method)(model.sample[list(model.X)])).reshape(len(model.sample), -1)
+        classes = list(getattr(model.estimator, "classes_", []))
+        outs = [out] if probe.shape[1] == 1 else (
+            [f"{out}_{c}" for c in classes] if len(classes) == probe.shape[1] else [f"{out}_{i}" for i in range(probe.shape[1])])
+        clash = [o for o in outs if o in self.columns]
+        if clash:
+            raise ColumnError(f"predict: output column(s) {clash} already exist; pass another out=")
+        dtypes = {o: (probe.dtype if probe.dtype != object else np.dtype(object)) for o in outs}
+        meta = ml.predict_partition(self._meta(), model.estimator, X, model.X, method, outs, dtypes)
+        data = self._partitionwise(ml.predict_partition, model.estimator, X, model.X, method, outs, dtypes, meta=meta)
+        depends = list(model.X) + ([model.y] if model.y else [])
+        colmap: dict[str, tuple[tuple[int, str], ...]] = {c: ((0, c),) for c in self.columns}
+        for o in outs:
+            colmap[o] = tuple((0, c) for c in X) + tuple((1, c) for c in depends)
+        params = {"model": model.node.id, "checksum": model.checksum, "X": X, "method": method, "out": outs}
+        return self._apply_model("predict", model, data, list(self.columns) + outs, colmap, params)
+
 
 
 def _merge_colmap(left: list[str], right: list[str], left_on: list[str], right_on: list[str],
@@ -569,14 +732,35 @@ def concat(frames: Sequence[Tracked], ignore_index: bool = False) -> Tracked:
     origin: dict[str, str] = {}
     sources: dict[str, SourceInfo] = {}
     recorders: dict[str, Any] = {}
+    receipts: Mapping[str, tuple[str, ...]] = {}
     for f in frames:
         origin.update(f.node.slot_origin)
         sources.update(f.sources)
         recorders.update(f.recorders)
+        receipts = union_receipts(receipts, f.receipts)
     origin[tag] = identity
     node = Node(
         id=identity, op="concat", inputs=tuple(f.node for f in frames), columns=tuple(columns), colmap=colmap,
         slots=tuple(slots) + (tag,), slot_from=tuple({s: s for s in f.node.slots} for f in frames),
         new_slot=tag, slot_origin=origin, params=params,
     )
-    return Tracked(data, node, frames[0].store, sources, recorders)
+    return Tracked(data, node, frames[0].store, sources, recorders, receipts)
+
+
+def union_receipts(*parts: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """Fragments already written, per node, from several pipelines joined into one."""
+    out: dict[str, set[str]] = {}
+    for part in parts:
+        for nid, names in part.items():
+            out.setdefault(nid, set()).update(names)
+    return {nid: tuple(sorted(names)) for nid, names in out.items()}
+
+
+def union_sources(*parts: Mapping[str, SourceInfo]) -> dict[str, SourceInfo]:
+    """Sources of several pipelines, keeping the copy whose row counts are known (a fit computed them)."""
+    out: dict[str, SourceInfo] = {}
+    for part in parts:
+        for column, info in part.items():
+            if column not in out or (out[column].counts is None and info.counts is not None):
+                out[column] = info
+    return out

@@ -27,7 +27,7 @@ import pandas as pd
 from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError
 from .partition import GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, positions_from_halves
-from .plan import MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
+from .plan import APPLY_MODEL, MEMBERSHIP, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
 
@@ -167,9 +167,9 @@ class SlotRows:
 #: Backward steps through a group-by answered by scanning before its index is built.
 _SCANS_BEFORE_INDEX = 4
 
-# An atom of a forward predicate: rows whose ``slot`` is in ``ids`` and whose
-# concat tags match ``conds`` (slot, value) pairs.
-Atom = tuple[str, np.ndarray, tuple[tuple[str, int], ...]]
+# An atom of a forward predicate: rows whose ``slot`` is in ``ids`` (``None``:
+# any value but MISSING) and whose concat tags match ``conds`` (slot, value) pairs.
+Atom = tuple[str, "np.ndarray | None", tuple[tuple[str, int], ...]]
 
 
 class Lineage:
@@ -346,7 +346,8 @@ class Lineage:
         return columns
 
     # ------------------------------------------------------------------ backward
-    def backward(self, rows: int | Sequence[int] | np.ndarray, columns: str | Sequence[str] | None = None) -> Trace:
+    def backward(self, rows: int | Sequence[int] | np.ndarray, columns: str | Sequence[str] | None = None,
+                 through_models: bool = False) -> Trace:
         """Source cells that result cells were computed from.
 
         Parameters
@@ -357,6 +358,10 @@ class Lineage:
         columns : str or sequence of str, optional
             Result columns to trace. Omitted: whole rows (row lineage, and the
             cell lineage of every column of those rows).
+        through_models : bool, default False
+            Also follow model dependencies: a value made by a fitted estimator
+            (``transform`` / ``predict``) then traces to every training row of the
+            columns the estimator was fitted on, too.
 
         Returns
         -------
@@ -386,6 +391,8 @@ class Lineage:
             for col, t in current.items():
                 spread = node.spread.get(col)
                 for k, in_col in node.colmap.get(col, ()):
+                    if k in node.model_inputs and not through_models:
+                        continue
                     key = (id(t), k, spread["kind"] if spread else "")
                     if key not in projected:
                         projected[key] = (self._spread_backward(node, t, spread) if spread
@@ -404,13 +411,18 @@ class Lineage:
         """Slot tuples of ``node``'s rows -> slot tuples of the rows of input ``k`` they came from."""
         if node.op in ONE_TO_ONE:
             return t if t.slots == node.inputs[0].slots else t.project(node.slot_from[0]).unique()
+        if node.op in APPLY_MODEL:
+            if k not in node.model_inputs:
+                return t
+            model = node.inputs[k]  # a fit: one row, the model, group id 0
+            return SlotRows((model.new_slot,), np.zeros((1 if len(t) else 0, 1), dtype=np.int64))
         if node.op == "merge":
             side = t.project(node.slot_from[k])
             present = (side.values != MISSING).any(axis=1)  # every real row has a slot set
             return side.take(present).unique()
         if node.op == "concat":
             return t.take(t.column(node.new_slot) == k).project(node.slot_from[k]).unique()
-        if node.op == "groupby":
+        if node.op in MEMBERSHIP:
             members, gids = self.members(node)
             wanted = _sorted_unique(t.column(node.new_slot))
             # The first few steps through a group-by scan the memberships (~20 ms at 10M
@@ -443,7 +455,7 @@ class Lineage:
 
     # ------------------------------------------------------------------ forward
     def forward(self, source: str, rows: int | Sequence[int] | np.ndarray,
-                columns: str | Sequence[str] | None = None) -> TraceSet:
+                columns: str | Sequence[str] | None = None, through_models: bool = False) -> TraceSet:
         """Result cells that source cells flowed into.
 
         Parameters
@@ -455,6 +467,9 @@ class Lineage:
         columns : str or sequence of str, optional
             Source columns. Omitted: whole rows (result rows whose row lineage
             includes them, and every result cell any of their values reached).
+        through_models : bool, default False
+            Also follow model dependencies: when the source cells were training
+            data of a fitted estimator, every value that estimator made is reached.
 
         Returns
         -------
@@ -480,7 +495,7 @@ class Lineage:
                 for out_col, srcs in current.colmap.items():
                     spread = current.spread.get(out_col)
                     for kk, in_col in srcs:
-                        if kk != k or in_col not in upstream:
+                        if kk != k or in_col not in upstream or (k in current.model_inputs and not through_models):
                             continue
                         atoms = upstream[in_col]
                         key = (id(atoms), spread["kind"] if spread else "")
@@ -498,7 +513,8 @@ class Lineage:
         cell_parts = []
         evaluated: dict[tuple, np.ndarray] = {}  # columns often share one predicate
         for col, atoms in final.items():
-            key = tuple((slot, conds, ids.size, hash(ids.tobytes())) for slot, ids, conds in atoms)
+            key = tuple((slot, conds, -1 if ids is None else ids.size, 0 if ids is None else hash(ids.tobytes()))
+                        for slot, ids, conds in atoms)
             if key not in evaluated:
                 evaluated[key] = _evaluate(atoms, slots)
             mask = evaluated[key]
@@ -520,12 +536,17 @@ class Lineage:
     def _forward_step(self, node: Node, k: int, atoms: list[Atom]) -> list[Atom]:
         if node.op in ONE_TO_ONE:
             return atoms
+        if node.op in APPLY_MODEL:
+            if k not in node.model_inputs:
+                return atoms
+            # the model changed: every row it was applied to (each has at least one slot set)
+            return [(s, None, ()) for s in node.slots]
         if node.op == "merge":
             inverse = {src: out for out, src in node.slot_from[k].items()}
             return [(inverse[s], ids, tuple((inverse[c], v) for c, v in conds)) for s, ids, conds in atoms]
         if node.op == "concat":
             return [(s, ids, conds + ((node.new_slot, k),)) for s, ids, conds in atoms]
-        if node.op == "groupby":
+        if node.op in MEMBERSHIP:
             members, member_gids = self.members(node)
             gids = _sorted_unique(member_gids[_evaluate(atoms, members)])
             return [(node.new_slot, gids, ())] if len(gids) else []
@@ -552,18 +573,23 @@ def _window_ids(ids: np.ndarray, before: int | None, after: int | None, ends: Ma
 
 def _merge_atoms(atoms: list[Atom]) -> list[Atom]:
     """Union the id sets of atoms that test the same slot under the same conditions."""
-    by_key: dict[tuple[str, tuple[tuple[str, int], ...]], list[np.ndarray]] = {}
+    by_key: dict[tuple[str, tuple[tuple[str, int], ...]], list[np.ndarray | None]] = {}
     for slot, ids, conds in atoms:
         by_key.setdefault((slot, conds), []).append(ids)
-    return [(slot, ids_list[0] if len(ids_list) == 1 else np.unique(np.concatenate(ids_list)), conds)
-            for (slot, conds), ids_list in by_key.items()]
+    merged: list[Atom] = []
+    for (slot, conds), ids_list in by_key.items():
+        if any(ids is None for ids in ids_list):
+            merged.append((slot, None, conds))
+        else:
+            merged.append((slot, ids_list[0] if len(ids_list) == 1 else np.unique(np.concatenate(ids_list)), conds))
+    return merged
 
 
 def _evaluate(atoms: list[Atom], rows: SlotRows) -> np.ndarray:
     """Which of ``rows`` any atom matches."""
     mask = np.zeros(len(rows), dtype=bool)
     for slot, ids, conds in atoms:
-        hit = _core.isin_sorted(ids, rows.column(slot))
+        hit = rows.column(slot) != MISSING if ids is None else _core.isin_sorted(ids, rows.column(slot))
         for c, v in conds:
             hit &= rows.column(c) == v
         mask |= hit

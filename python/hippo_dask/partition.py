@@ -831,6 +831,29 @@ def transform_partition(part: pd.DataFrame, groups: pd.DataFrame, keys: Sequence
     return reattach(out, part).assign(**{slot_column: ids})
 
 
+def _splitmix(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a well-spread uint64 from any uint64 (vectorised)."""
+    z = values.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def split_partition(part: pd.DataFrame, by: Sequence[str], test_size: float, seed: int, test: bool) -> pd.DataFrame:
+    """The rows of ``part`` on one side of a seeded split, decided per row by a hash of its ``by`` values.
+
+    A row's side depends only on its values and the seed: the same on pandas
+    and Dask, whatever the partitioning, and on a replay of any subset.
+    """
+    ids = group_ids(part[list(by)]).view(np.uint64)
+    salt = _splitmix(np.array([seed], dtype=np.uint64))[0]
+    draw = _splitmix(ids ^ salt) >> np.uint64(11)  # 53 bits: exact as a float fraction
+    in_test = draw < np.uint64(int(test_size * (1 << 53)))
+    return part[in_test if test else ~in_test]
+
+
 def tag_input(part: pd.DataFrame, tag_column: str, index: int, absent: Sequence[str]) -> pd.DataFrame:
     """Mark which concat input rows came from, and give absent slots ``MISSING``."""
     n = len(part)

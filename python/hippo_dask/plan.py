@@ -37,9 +37,14 @@ ONE_TO_ONE = frozenset(
     {
         "map", "assign", "filter", "select", "drop", "rename", "astype", "dropna",
         "fillna", "replace", "explode", "flatmap", "sort_values", "drop_duplicates",
-        "sample", "head", "transform",
+        "sample", "head", "transform", "split",
     }
 )
+#: Operations that apply a fitted model: one-to-one on input 0, a model dependency on the rest.
+APPLY_MODEL = frozenset({"ml_transform", "predict"})
+#: Operations whose rows are groups of input rows, listed in membership fragments
+#: (a fit is one group: the model, whose members are its training rows).
+MEMBERSHIP = frozenset({"groupby", "fit"})
 
 ColumnSources = tuple[tuple[int, str], ...]
 
@@ -78,6 +83,10 @@ class Node:
         Output slot -> id of the node that created its values.
     params : mapping
         JSON-able parameters, enough to describe (and replay) the operation.
+    model_inputs : tuple of int
+        Inputs that are fitted models (``transform`` / ``predict``): their
+        edges in ``colmap`` are model dependencies, followed only by queries
+        with ``through_models=True``.
     spread : mapping of str to mapping
         Output columns whose cells come from *other* rows of the input too:
         column -> ``{"kind": "group"}`` (every row sharing the row's ``new_slot``
@@ -98,6 +107,7 @@ class Node:
     slot_origin: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
     spread: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model_inputs: tuple[int, ...] = ()
 
     @property
     def hidden_columns(self) -> list[str]:
@@ -116,6 +126,7 @@ class Node:
             "slot_origin": dict(self.slot_origin),
             "params": dict(self.params),
             "spread": {c: dict(v) for c, v in self.spread.items()},
+            "model_inputs": list(self.model_inputs),
         }
 
 
@@ -155,6 +166,7 @@ def nodes_from_json(records: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
             slot_origin=dict(r["slot_origin"]),
             params=r["params"],
             spread={c: dict(v) for c, v in r.get("spread", {}).items()},
+            model_inputs=tuple(int(k) for k in r.get("model_inputs", ())),
         )
     return nodes
 

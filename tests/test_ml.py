@@ -1,0 +1,121 @@
+"""ML steps (scikit-learn) against the oracle: data lineage and model dependencies, pandas and Dask."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
+
+import hippo_dask as hippo
+from hippo_dask import partition as P
+from oracle import OracleFrame, check_forward, hippo_records, oracle_fit, oracle_predict, oracle_records, oracle_transform
+
+
+def _data(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({
+        "a": rng.normal(size=n), "b": rng.normal(size=n) * 3 + 1, "c": rng.choice(["x", "y", "z"], n),
+        "y": rng.integers(0, 2, n),
+    })
+    df.loc[::7, "a"] = np.nan
+    return df
+
+
+def _prep() -> ColumnTransformer:
+    numeric = Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())])
+    return ColumnTransformer([("num", numeric, ["a", "b"]),
+                              ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["c"])])
+
+
+def _frame(df: pd.DataFrame, kind: str):
+    return df if kind == "pandas" else dd.from_pandas(df, npartitions=3, sort=False)
+
+
+def _split_mask(df: pd.DataFrame, test: bool) -> np.ndarray:
+    kept = P.split_partition(df.reset_index(drop=True), list(df.columns), 0.3, 5, test)
+    mask = np.zeros(len(df), dtype=bool)
+    mask[kept.index.to_numpy()] = True
+    return mask
+
+
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+@pytest.mark.parametrize("through_models", [False, True])
+def test_prep_then_model_matches_oracle(tmp_path, kind, through_models):
+    hippo.set_store(tmp_path)
+    raw = _data()
+    src = _frame(raw, kind).hippo.source("raw")
+    train, test = src.hippo.split(test_size=0.3, seed=5)
+    prep = train.hippo.fit(_prep(), X=["a", "b", "c"])
+    features = list(prep.features)
+    model = train.hippo.transform(prep).hippo.fit(LogisticRegression(), X=features, y="y")
+    result = test.hippo.transform(prep).hippo.predict(model, out="pred").hippo.compute(scheduler="sync")
+
+    o = OracleFrame.source(raw, "raw")
+    o_train, o_test = o.filter(lambda d: _split_mask(d, False)), o.filter(lambda d: _split_mask(d, True))
+    o_prep = oracle_fit(o_train, _prep(), ["a", "b", "c"], fitted=prep.estimator)
+    o_model = oracle_fit(oracle_transform(o_train, o_prep, through_models), None, features, "y", fitted=model.estimator)
+    expected = oracle_predict(oracle_transform(o_test, o_prep, through_models), o_model, "pred", through_models)
+    assert len(result) == len(expected.df) > 0
+    assert hippo_records(result, through_models) == oracle_records(expected)
+    check_forward(result, expected, {"raw": raw}, samples=5, through_models=through_models)
+
+
+@pytest.mark.parametrize("estimator,per_column", [
+    (KBinsDiscretizer(n_bins=3, encode="onehot-dense", strategy="uniform"), True),
+    (PCA(n_components=2), False),
+])
+def test_transformer_column_maps(tmp_path, estimator, per_column):
+    hippo.set_store(tmp_path)
+    raw = _data().dropna()
+    src = raw.hippo.source("raw")
+    model = src.hippo.fit(estimator, X=["a", "b"])
+    result = src.hippo.transform(model).hippo.compute()
+    for name in model.features:
+        got = set(result.hippo.lineage.backward(rows=[0], columns=[name])["raw"].cells.column)
+        assert got == ({name.split("_")[0]} if per_column else {"a", "b"}), (name, got)
+    o = OracleFrame.source(raw, "raw")
+    expected = oracle_transform(o, oracle_fit(o, estimator, ["a", "b"], fitted=model.estimator), through_models=True)
+    assert hippo_records(result, through_models=True) == oracle_records(expected)
+
+
+def test_partial_fit_on_dask_records_mode_and_gathers_nothing(tmp_path):
+    from sklearn.linear_model import SGDClassifier
+
+    hippo.set_store(tmp_path)
+    raw = _data(300).dropna()
+    src = dd.from_pandas(raw, npartitions=4, sort=False).hippo.source("raw")
+    model = src.hippo.fit(SGDClassifier(random_state=0), X=["a", "b"], y="y")
+    assert model.fit_mode == "partial_fit"
+    gathered = src.hippo.fit(SGDClassifier(random_state=0), X=["a", "b"], y="y", incremental=False)
+    assert gathered.fit_mode == "fit"
+    result = src.hippo.predict(model, out="pred").hippo.compute(scheduler="sync")
+    fit_node = next(n for n in result.hippo.lineage.manifest["nodes"] if n["op"] == "fit")
+    assert fit_node["params"]["fit_mode"] == "partial_fit" and "partition" in fit_node["params"]["fit_note"]
+    o = OracleFrame.source(raw, "raw")
+    expected = oracle_predict(o, oracle_fit(o, None, ["a", "b"], "y", fitted=model.estimator), "pred", through_models=True)
+    assert hippo_records(result, through_models=True) == oracle_records(expected)
+
+
+def test_ml_errors_are_clear(tmp_path):
+    hippo.set_store(tmp_path)
+    src = _data().hippo.source("raw")
+    with pytest.raises(hippo.ColumnError, match="nope"):
+        src.hippo.fit(StandardScaler(), X=["nope"])
+    with pytest.raises(hippo.LineageError, match="label"):
+        src.hippo.fit(LogisticRegression(), X=["a", "y"], y="y")
+    with pytest.raises(hippo.LineageError, match="estimator"):
+        src.hippo.fit(object(), X=["a"])
+    model = src.hippo.fit(StandardScaler(), X=["b"])
+    with pytest.raises(hippo.LineageError, match="no predict"):
+        src.hippo.predict(model)
+    with pytest.raises(hippo.LineageError, match="test_size"):
+        src.hippo.split(test_size=1.5)
