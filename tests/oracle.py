@@ -298,38 +298,53 @@ def _dense(values: Any) -> np.ndarray:
     return values.toarray() if hasattr(values, "toarray") else np.asarray(values)
 
 
-def perturbed_dependencies(fitted: Any, sample: pd.DataFrame, X: Sequence[str]) -> dict[str, set[str]]:
+def perturbed_dependencies(fitted: Any, sample: pd.DataFrame, X: Sequence[str],
+                           values_from: pd.DataFrame | None = None) -> dict[str, set[str]]:
     """Output column -> input columns whose change changes it, found by changing one input at a time.
 
     Independent of how hippo_dask reads an estimator's structure: each input
-    column of ``sample`` is rotated by one row (and numbers also shifted), the
-    estimator re-applied, and the outputs that changed are the ones made from it.
+    column of ``sample`` is replaced by other values (rotated by one row; and,
+    one at a time, every category or a few quantiles of ``values_from``, the
+    training rows, so a rare category's indicator column is seen to change too),
+    the estimator re-applied, and the outputs that changed are the ones made from it.
     """
     names = [str(n) for n in fitted.get_feature_names_out(list(X))]
     base = _dense(fitted.transform(sample[list(X)]))
     deps: dict[str, set[str]] = {n: set() for n in names}
+    values_from = sample if values_from is None else values_from
     for c in X:
-        changed = sample[list(X)].copy()
-        col = changed[c]
-        rotated = np.roll(col.to_numpy(), 1)
-        if pd.api.types.is_numeric_dtype(col.dtype):
-            rotated = rotated + 0.37 * np.nanstd(col.to_numpy(dtype=float)) + 1.0
-        changed[c] = rotated
-        out = _dense(fitted.transform(changed))
-        for j, n in enumerate(names):
-            a, b = base[:, j], out[:, j]
-            same = (a == b) | (pd.isna(a) & pd.isna(b))
-            if not same.all():
-                deps[n].add(c)
+        col = sample[c]
+        variants = [np.roll(col.to_numpy(), 1)]
+        pool = values_from[c].dropna()
+        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            numbers = pool.to_numpy(dtype=float)
+            spread = float(np.nanstd(numbers)) if len(numbers) else 1.0
+            candidates = list(np.quantile(numbers, [0, 0.25, 0.5, 0.75, 1])) if len(numbers) else []
+            candidates += [float(np.nanmean(numbers)) + 10 * spread + 1 if len(numbers) else 1.0, np.nan]
+        else:
+            candidates = list(pd.unique(pool))[:200]
+        variants += [np.full(len(col), v, dtype=object if not isinstance(v, float) else float) for v in candidates]
+        for variant in variants:
+            changed = sample[list(X)].copy()
+            changed[c] = pd.Series(variant, index=changed.index).astype(col.dtype, errors="ignore") if len(variant) else variant
+            try:
+                out = _dense(fitted.transform(changed))
+            except (ValueError, TypeError):
+                continue  # a value this estimator refuses: says nothing
+            for j, n in enumerate(names):
+                a, b = base[:, j], out[:, j]
+                same = (a == b) | (pd.isna(a) & pd.isna(b))
+                if not same.all():
+                    deps[n].add(c)
     return deps
 
 
 def oracle_transform(frame: OracleFrame, model: OracleModel, through_models: bool = False,
-                     deps: dict[str, set[str]] | None = None) -> OracleFrame:
+                     deps: dict[str, set[str]] | None = None, values_from: pd.DataFrame | None = None) -> OracleFrame:
     """Replace the model's inputs by its outputs; each output cell <- its inputs in the row (+ training rows)."""
     X = model.X
     names = [str(n) for n in model.fitted.get_feature_names_out(X)]
-    deps = perturbed_dependencies(model.fitted, frame.df, X) if deps is None else deps
+    deps = perturbed_dependencies(model.fitted, frame.df, X, values_from) if deps is None else deps
     values = _dense(model.fitted.transform(frame.df[X])) if len(frame.df) else np.zeros((0, len(names)))
     kept = [c for c in frame.df.columns if c not in X]
     df = pd.concat([frame.df[kept].reset_index(drop=True), pd.DataFrame(values, columns=names)], axis=1)

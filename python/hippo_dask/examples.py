@@ -67,3 +67,93 @@ def adult(raw: Any) -> Any:
     """Drop incomplete rows and binarise the income label."""
     data = raw.hippo.source("adult").hippo.dropna()
     return data.hippo.assign(label=lambda p: p["income-per-year"] == ">50K")
+
+
+# --------------------------------------------------------------------------
+# the same pipelines with their ML part (scikit-learn): impute, encode, scale or
+# discretize, fit a classifier on a seeded train split, predict the test split.
+# Fitting runs when the function is called (it needs the data); the predictions
+# are returned as a tracked frame, computed by the caller.
+
+HEALTHCARE_NUMERIC = ["num_children", "income"]
+HEALTHCARE_CATEGORICAL = ["smoker", "county", "race"]
+
+
+def _impute_and_onehot() -> Any:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    return Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                     ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))])
+
+
+def _train_and_predict(data: Any, featurize: Any, X: list[str], label: str, classifier: Any, seed: int,
+                       compute_kwargs: dict[str, Any]) -> Any:
+    train, test = data.hippo.split(test_size=0.25, seed=seed)
+    features = train.hippo.fit(featurize, X=X, **compute_kwargs)
+    model = train.hippo.transform(features).hippo.fit(classifier, X=list(features.features), y=label, **compute_kwargs)
+    return test.hippo.transform(features).hippo.predict(model, out="prediction")
+
+
+def healthcare_ml(patients: Any, histories: Any, seed: int = 0, **compute_kwargs: Any) -> Any:
+    """:func:`healthcare`, then impute + one-hot / impute + scale, and a logistic regression.
+
+    Examples
+    --------
+    >>> import hippo_dask as hippo, tempfile
+    >>> from hippo_dask.examples import healthcare_ml, load_healthcare
+    >>> _ = hippo.set_store(tempfile.mkdtemp())
+    >>> result = healthcare_ml(*load_healthcare()).hippo.compute()
+    >>> trace = result.hippo.lineage.backward(rows=[0], columns=["prediction"])
+    >>> sorted(set(trace["patients"].cells.column))
+    ['county', 'income', 'num_children', 'race', 'smoker']
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    featurize = ColumnTransformer([
+        ("numeric", Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler())]), HEALTHCARE_NUMERIC),
+        ("categorical", _impute_and_onehot(), HEALTHCARE_CATEGORICAL),
+    ])
+    data = healthcare(patients, histories)
+    return _train_and_predict(data, featurize, HEALTHCARE_NUMERIC + HEALTHCARE_CATEGORICAL, "label",
+                              LogisticRegression(), seed, compute_kwargs)
+
+
+def compas_ml(raw: Any, seed: int = 0, **compute_kwargs: Any) -> Any:
+    """:func:`compas`, then one-hot of ``is_recid``, impute + 4 uniform bins of ``age``, a logistic regression
+    predicting a high risk score."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import KBinsDiscretizer
+
+    featurize = ColumnTransformer([
+        ("recid", _impute_and_onehot(), ["is_recid"]),
+        ("age", Pipeline([("impute", SimpleImputer(strategy="mean")),
+                          ("bins", KBinsDiscretizer(n_bins=4, encode="ordinal", strategy="uniform"))]), ["age"]),
+        ("priors", SimpleImputer(strategy="median"), ["priors_count"]),
+    ])
+    data = compas(raw).hippo.assign(high_risk=lambda p: p["score_text"] == "High")
+    return _train_and_predict(data, featurize, ["is_recid", "age", "priors_count"], "high_risk",
+                              LogisticRegression(), seed, compute_kwargs)
+
+
+def adult_ml(raw: Any, seed: int = 0, **compute_kwargs: Any) -> Any:
+    """:func:`adult`, then one-hot of education and workclass, scaled age and hours, a decision tree."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    featurize = ColumnTransformer([
+        ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["education", "workclass"]),
+        ("numeric", StandardScaler(), ["age", "hours-per-week"]),
+    ])
+    data = adult(raw)
+    return _train_and_predict(data, featurize, ["education", "workclass", "age", "hours-per-week"], "label",
+                              DecisionTreeClassifier(max_depth=6, random_state=seed), seed, compute_kwargs)
