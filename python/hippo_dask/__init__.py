@@ -24,6 +24,7 @@ from .errors import (
 )
 from .lineage import Lineage, Trace, TraceSet, open
 from .ml import Model
+from .readers import read_csv, read_parquet
 from .store import RunInfo, Store, get_store, set_store
 
 try:
@@ -57,5 +58,7 @@ __all__ = [
     "get_store",
     "lin",
     "open",
+    "read_csv",
+    "read_parquet",
     "set_store",
 ]

@@ -80,7 +80,7 @@ def attach_source(frame: Any, column: str, identity: str) -> tuple[Any, dict[str
                            verify_meta=False)
     facts = {"kind": "dask", "expression": frame._name, "partitions": len(partitions),
              "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
-    return data, {"counts": None, "partitions": partitions, "identity": facts}
+    return data, {"counts": None, "fingerprints": None, "partitions": partitions, "identity": facts}
 
 
 def groupby_agg(data: Any, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool) -> Any:
@@ -159,7 +159,7 @@ def gather_training(training: Any, fit_id: str, receipt_frames: Mapping[str, Any
 
     from .compute import _COUNTS_META, _counts_frame, _release_cached_property_locks
 
-    counts = {nid: [dask.delayed(len)(part) for part in info.partitions] if info.counts is None else list(info.counts)
+    counts = {nid: known_facts(info) or [dask.delayed(P.partition_facts)(part) for part in info.partitions]
               for nid, info in infos.items()}
     # as a (one-partition) frame: one compute may not mix delayed objects and expressions
     counts = dd.from_delayed([dask.delayed(_counts_frame, pure=True)(counts)], meta=_COUNTS_META, verify_meta=False)
@@ -180,5 +180,12 @@ def gather_training(training: Any, fit_id: str, receipt_frames: Mapping[str, Any
         batches = (P.clean(part.compute(**compute_kwargs)) for part in training.partitions)
     else:
         batches = [P.clean(whole)]
-    return batches, found, {nid: [int(c) for c in v] for nid, v in counts.items()}, classes
+    return batches, found, counts, classes
+
+
+def known_facts(info: Any) -> list | None:
+    """``[rows, fingerprint]`` per partition of a source, when already computed (by a fit)."""
+    if info.counts is None or info.fingerprints is None:
+        return None
+    return [[int(n), fp] for n, fp in zip(info.counts, info.fingerprints)]
 

@@ -37,15 +37,11 @@ def probe(data: pd.DataFrame) -> pd.DataFrame:
 
 
 def attach_source(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The source with its row ids, and what identifies it (a fingerprint of spread rows)."""
+    """The source with its row ids, and what identifies it (its content fingerprint, for replay)."""
     data = P.attach_source(frame, column, 0)
-    # a fingerprint of up to 4096 evenly spread rows: hashing every cell would cost
-    # more than the rest of a pandas pipeline's capture
-    sample = frame.iloc[np.unique(np.linspace(0, len(frame) - 1, num=min(len(frame), 4096)).astype(np.int64))]
-    content = int(pd.util.hash_pandas_object(sample, index=True).to_numpy().sum(dtype=np.uint64))
-    facts = {"kind": "pandas", "rows": len(frame), "sample_hash": f"{content:016x}",
-             "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
-    return data, {"counts": (len(frame),), "partitions": (), "identity": facts}
+    facts = {"kind": "pandas", "rows": len(frame), "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
+    return data, {"counts": (len(frame),), "fingerprints": (P.content_fingerprint(frame),), "partitions": (),
+                  "identity": facts}
 
 
 def groupby_agg(data: pd.DataFrame, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool) -> pd.DataFrame:
@@ -92,10 +88,10 @@ def gather_training(training: pd.DataFrame, fit_id: str, receipt_frames: Mapping
     """The training rows to fit on, with the receipts of what computing them wrote.
 
     ``compute_kwargs`` are for Dask. Returns (batches to fit on, node id -> fragment names, source node id ->
-    partition row counts, the label's classes for ``partial_fit`` or None).
+    ``[rows, fingerprint]`` per partition, the label's classes for ``partial_fit`` or None).
     """
     receipt_frames = {**receipt_frames, fit_id: training}
     receipts = {nid: [r for r in P.receipt_of(frame, nid)["fragment"] if r] for nid, frame in receipt_frames.items()}
-    counts = {nid: list(info.counts) for nid, info in infos.items()}
+    counts = {nid: [[int(n), fp] for n, fp in zip(info.counts, info.fingerprints)] for nid, info in infos.items()}
     classes = np.unique(training[y].to_numpy()) if partial and y is not None else None
     return [P.clean(training)], receipts, counts, classes

@@ -78,26 +78,61 @@ def _release_cached_property_locks() -> None:
 
 
 def _receipt_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{"path": r.fragment, "rows": int(r.rows), "checksum": r.checksum, "bytes": int(r.bytes)}
+    return [{"path": r.fragment, "rows": int(r.rows), "checksum": r.checksum, "bytes": int(r.bytes),
+             **({"digest": json.loads(r.digest)} if r.digest else {})}
             for r in frame.itertuples(index=False) if r.fragment]
 
 
 _COUNTS_META = pd.DataFrame({"node": pd.Series([], dtype=object), "counts": pd.Series([], dtype=object)})
 
 
-def _counts_frame(node_counts: dict[str, list[int]]) -> pd.DataFrame:
-    """Row counts of every source partition, as a frame (so it is computed with the result's graph)."""
-    return pd.DataFrame({"node": list(node_counts), "counts": [json.dumps([int(c) for c in v]) for v in node_counts.values()]},
+def _counts_frame(node_facts: dict[str, list]) -> pd.DataFrame:
+    """``[rows, fingerprint]`` of every source partition, as a frame (so it is computed with the result's graph)."""
+    return pd.DataFrame({"node": list(node_facts),
+                         "counts": [json.dumps([[int(n), str(fp)] for n, fp in v]) for v in node_facts.values()]},
                         columns=["node", "counts"]).astype(object)
 
 
+def _facts_of_frame(table: pd.DataFrame) -> dict[str, list]:
+    return {r.node: json.loads(r.counts) for r in table.itertuples(index=False)}
+
+
 def _source_counts_of_frame(table: pd.DataFrame, slot_nodes: dict[str, str]) -> dict[str, list[int]]:
-    counts = {r.node: json.loads(r.counts) for r in table.itertuples(index=False)}
+    counts = {nid: [n for n, _ in facts] for nid, facts in _facts_of_frame(table).items()}
     return _source_counts(counts, slot_nodes)
 
 
 def _source_counts(counts: dict[str, list[int]], slot_nodes: dict[str, str]) -> dict[str, list[int]]:
     return {col: list(counts[nid]) for col, nid in slot_nodes.items()}
+
+
+def _write_code(store: Any, nodes: list) -> dict[str, dict[str, Any]]:
+    """Pickle (cloudpickle) what each node needs for replay beyond its JSON parameters; store it by checksum.
+
+    Reading a store never unpickles these: a replay imports functions by name
+    and checks them against the recorded token, and unpickles only with
+    ``trust=True``. A function that does not pickle is recorded as such.
+    """
+    import cloudpickle
+
+    from .ml import checksum
+    from .store import write_bytes
+
+    records: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        if node.code is None:
+            continue
+        try:
+            blob = cloudpickle.dumps(dict(node.code))
+        except Exception as exc:  # noqa: BLE001 - any pickling failure: recorded, never fatal
+            records[node.id] = {"error": f"does not pickle: {exc!r}"[:500]}
+            continue
+        digest = checksum(blob)
+        url = _join(store.fragment_dir(node.id), f"{digest}.pkl")
+        if not store.fs.exists(store.fs._strip_protocol(url)):
+            write_bytes(url, blob)
+        records[node.id] = {"path": f"{digest}.pkl", "checksum": digest, "bytes": len(blob)}
+    return records
 
 
 def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
@@ -129,13 +164,13 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
     if tracked.is_dask:
         import dask
 
-        node_counts = {
-            nid: list(info.counts) if info.counts is not None else [dask.delayed(len)(part) for part in info.partitions]
-            for nid, info in infos.items()
-        }
+        from ._dask import known_facts
+
+        node_facts = {nid: known_facts(info) or [dask.delayed(P.partition_facts)(part) for part in info.partitions]
+                      for nid, info in infos.items()}
         import dask.dataframe as dd
 
-        all_counts = dask.delayed(_counts_frame, pure=True)(node_counts)
+        all_counts = dask.delayed(_counts_frame, pure=True)(node_facts)
         counts = dask.delayed(_source_counts_of_frame, pure=True)(all_counts, slot_nodes)
         # One partition, as DataFrame.compute() does: the result is gathered into one pandas
         # frame anyway, and a final sort_values then sorts in place instead of computing the
@@ -152,9 +187,11 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
             # all expressions, computed in one graph: what tasks share runs once
             counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
             result, receipt_frames, counts_table = dask.compute(finished, receipts, counts_frame, **compute_kwargs)
-        node_counts = {r.node: json.loads(r.counts) for r in counts_table.itertuples(index=False)}
+        node_facts = _facts_of_frame(counts_table)
     else:
-        node_counts = {nid: list(info.counts) for nid, info in infos.items()}
+        node_facts = {nid: [[n, fp] for n, fp in zip(info.counts, info.fingerprints)] for nid, info in infos.items()}
+    node_counts = {nid: [int(n) for n, _ in facts] for nid, facts in node_facts.items()}
+    if not tracked.is_dask:
         finished = P.finish_partition(tracked.data, _source_counts(node_counts, slot_nodes), result_path)
         receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
         receipt_frames.update({nid: P.receipt_of(data, nid) for nid, data in recorders.items()})
@@ -169,17 +206,19 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
     missing = [n.id for n in nodes if (n.op in MEMBERSHIP or n.spread) and n.id not in groups]
     if missing:
         raise LineageError(f"internal: no receipts for the membership of node(s) {missing}; the run is not committed")
+    codes = _write_code(store, nodes)
     result = result.reset_index(drop=True)  # rows are positions: labels and positions agree
     result.attrs = {}
     manifest = {
         "created": time.time(),
         "versions": _versions(),
-        "nodes": [n.to_json() for n in nodes],
+        "nodes": [dict(n.to_json(), **({"code": codes[n.id]} if n.id in codes else {})) for n in nodes],
         "result": {
             "node": tracked.node.id,
             "columns": list(result.columns),
             "rows": len(result),
-            "fragments": fragments,
+            "fragments": [{k: v for k, v in f.items() if k != "digest"} for f in fragments],
+            "digest": fragments[0].get("digest", {}),
         },
         "sources": {
             info.name: {
@@ -187,6 +226,7 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
                 "identity": dict(info.identity),
                 "columns": list(info.columns),
                 "partition_rows": [int(c) for c in node_counts[nid]],
+                "partition_fingerprints": [fp for _, fp in node_facts[nid]],
                 "rows": int(sum(node_counts[nid])),
             }
             for nid, info in infos.items()

@@ -24,7 +24,7 @@ import pandas as pd
 from . import _dask, _pandas, ml
 from . import partition as P
 from .errors import ColumnError, LineageError
-from .identity import describe_function, token
+from .identity import describe_function, jsonable, token
 from .lin import LineageType, Window, as_lineage_type
 from .plan import HIDDEN_PREFIX, ROW, Node, hidden, identity_colmap, spread_slot, unary
 from .store import Store
@@ -54,6 +54,7 @@ class SourceInfo:
     node: Node
     columns: tuple[str, ...]
     counts: tuple[int, ...] | None = None  # pandas: known at once
+    fingerprints: tuple[str, ...] | None = None  # content checksum per partition (known with the counts)
     partitions: tuple[Any, ...] = ()  # Dask: delayed id-attaching tasks, one per partition
     identity: Mapping[str, Any] = field(default_factory=dict)  # what the source was, for the manifest
 
@@ -149,7 +150,7 @@ class Tracked:
 
     # ------------------------------------------------------------------ sources
     @staticmethod
-    def source(frame: Any, name: str, store: Store) -> "Tracked":
+    def source(frame: Any, name: str, store: Store, file: Mapping[str, Any] | None = None) -> "Tracked":
         if not isinstance(name, str) or not name:
             raise LineageError("source: name must be a non-empty string, e.g. df.hippo.source('patients')")
         bad = [c for c in frame.columns if not isinstance(c, str)]
@@ -178,7 +179,16 @@ class Tracked:
             data, facts = backend.attach_source(frame, column, identity)
         else:
             data, facts = backend.attach_source(frame, column)
-        info = SourceInfo(name, node, columns, counts=facts["counts"], partitions=facts["partitions"],
+        identity_facts = dict(facts["identity"])
+        if file is None and backend.IS_DASK:
+            from .readers import dask_file_source
+
+            file = dask_file_source(frame)
+        if file is not None:
+            identity_facts["file"] = dict(file)
+        facts = dict(facts, identity=identity_facts)
+        info = SourceInfo(name, node, columns, counts=facts["counts"], fingerprints=facts["fingerprints"],
+                          partitions=facts["partitions"],
                           identity=facts["identity"])
         return Tracked(data, node, store, {column: info})
 
@@ -203,8 +213,9 @@ class Tracked:
                 raise LineageError(f"map: the function must return a DataFrame, got {type(probe_out).__name__}")
             writes = sorted(P.changed_columns(probe, probe_out))
         writes = list(writes)
+        ok, plain_kwargs = jsonable(kwargs)
         params = {"func": describe_function(func), "reads": reads, "writes": writes, "kwargs": repr(kwargs),
-                  "lineage": lineage.describe()}
+                  "kwargs_json": plain_kwargs if ok else None, "lineage": lineage.describe()}
         node_id = token("map", self.node.id, params, func, kwargs)
         call = self._user_call("map", lineage, reads, node_id)
         meta = None if meta is None else self.backend.user_meta(meta, self.data, call)
@@ -219,7 +230,8 @@ class Tracked:
         sources = list(self.columns) if reads is None else reads
         colmap = {c: (sources if c in writes else [c]) for c in out_columns}
         node = unary("map", self.node, out_columns, colmap, params, node_id=node_id,
-                     spread=self._spread_of(lineage, [c for c in writes if c in out_columns]))
+                     spread=self._spread_of(lineage, [c for c in writes if c in out_columns]),
+                     code={"func": func, "kwargs": kwargs})
         return self._derive(data, node, recorders=self._with_spread(data, node))
 
     def assign(self, lineage: LineageType | None = None, **assignments: Any) -> "Tracked":
@@ -252,7 +264,8 @@ class Tracked:
             kind = lineage
         else:
             reads, sources, kind = [], [], as_lineage_type(None, what)
-            params = {"column": name, "value": repr(value)}
+            ok, plain = jsonable(value)
+            params = {"column": name, "value": repr(value), "value_json": plain if ok else None, "is_json": ok}
         node_id = token("assign", self.node.id, params, value)
         call = self._user_call(what, kind, reads, node_id)
         data = self._partitionwise(P.assign_partition, name, value, call)
@@ -260,7 +273,7 @@ class Tracked:
         colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
         colmap[name] = sources
         node = unary("assign", self.node, out_columns, colmap, params, node_id=node_id,
-                     spread=self._spread_of(kind, [name]))
+                     spread=self._spread_of(kind, [name]), code={"value": value})
         return self._derive(data, node, recorders=self._with_spread(data, node))
 
     def filter(self, predicate: Callable, lineage: LineageType | None = None) -> "Tracked":
@@ -279,7 +292,7 @@ class Tracked:
                           None if reads is None else tuple(reads), node_id)
         data = self._partitionwise(P.filter_partition, predicate, call, meta=self._meta())
         return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
-                                        node_id=node_id))
+                                        node_id=node_id, code={"func": predicate}))
 
     def flatmap(self, func: Callable, columns: Sequence[str] | None = None, reads: Sequence[str] | None = None,
                 writes: Sequence[str] | None = None) -> "Tracked":
@@ -301,7 +314,7 @@ class Tracked:
         colmap = {c: (reads if (c in writes or c not in self.columns) else [c]) for c in columns}
         data = self._partitionwise(P.flatmap_partition, func, columns)
         params = {"func": describe_function(func), "reads": reads, "writes": writes, "columns": columns}
-        return self._derive(data, unary("flatmap", self.node, columns, colmap, params, key=func))
+        return self._derive(data, unary("flatmap", self.node, columns, colmap, params, key=func, code={"func": func}))
 
     # ------------------------------------------------------------------ column ops
     def select(self, columns: str | Sequence[str]) -> "Tracked":
@@ -332,8 +345,10 @@ class Tracked:
 
     def _row_preserving(self, op: str, method: str, args: tuple, kwargs: dict, params: dict) -> "Tracked":
         data = self._partitionwise(P.on_user_columns, method, args, kwargs)
+        ok, plain = jsonable({"args": list(args), "kwargs": kwargs})
+        params = dict(params, method=method, arguments=plain if ok else None)
         return self._derive(data, unary(op, self.node, self.columns, identity_colmap(self.columns), params,
-                                        key=(args, kwargs)))
+                                        key=(args, kwargs), code={"args": args, "kwargs": kwargs}))
 
     def astype(self, dtype: Any) -> "Tracked":
         if isinstance(dtype, Mapping):
@@ -604,7 +619,9 @@ class Tracked:
         colmap[ROW] = ((0, ROW),)
         node = Node(id=identity, op="fit", inputs=(self.node,), columns=tuple(columns), colmap=colmap, slots=(slot,),
                     slot_from=({},), new_slot=slot, slot_origin={slot: identity}, params=params)
-        sources = {col: replace(info, counts=tuple(counts[info.node.id])) for col, info in self.sources.items()}
+        sources = {col: replace(info, counts=tuple(n for n, _ in counts[info.node.id]),
+                                fingerprints=tuple(fp for _, fp in counts[info.node.id]))
+                   for col, info in self.sources.items()}
         return ml.Model(
             estimator=fitted, X=tuple(X), y=y, node=node, store=self.store, fit_mode=mode, checksum=checksum,
             features=features, sample=sample[0] if sample else None, sources=sources,

@@ -107,13 +107,44 @@ def function_token(func: Callable) -> str:
     return token(_function_parts(func, 0))
 
 
+#: Longest function source text kept in a run record.
+_MAX_SOURCE = 20_000
+
+
 def describe_function(func: Callable) -> dict[str, Any]:
-    """Code identity of a user function for the run record: name, module, source hash, token."""
+    """Code identity of a user function for the run record: name, module, source text and hash, token.
+
+    ``token`` is :func:`function_token` (code, constants, defaults, closure and
+    read globals): what a replay compares to tell whether a re-imported
+    function is still the one that ran.
+    """
     name = getattr(func, "__qualname__", None) or type(func).__name__
     module = getattr(func, "__module__", None)
     try:
         source = inspect.getsource(func)
         digest = hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
     except (OSError, TypeError):
-        digest = None
-    return {"name": name, "module": module, "source_hash": digest, "token": function_token(func)}
+        source, digest = None, None
+    return {"name": name, "module": module, "source_hash": digest, "token": function_token(func),
+            "source": None if source is None else source[:_MAX_SOURCE]}
+
+
+def jsonable(value: Any) -> tuple[bool, Any]:
+    """``(True, value)`` when ``value`` survives a JSON round trip unchanged (numpy scalars as Python ones)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            return v
+        if hasattr(v, "item") and getattr(v, "shape", None) == ():
+            return v.item()
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+            return {k: plain(x) for k, x in v.items()}
+        raise TypeError(type(v).__name__)
+
+    try:
+        converted = plain(value)
+        json.dumps(converted, allow_nan=True)
+    except (TypeError, ValueError):
+        return False, None
+    return True, converted

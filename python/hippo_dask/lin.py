@@ -166,3 +166,18 @@ def as_lineage_type(value: object, what: str) -> LineageType:
     raise LineageError(
         f"{what} lineage=: pass hippo.lin.Rowwise(...), hippo.lin.All(...) or hippo.lin.Window(...), got {value!r}"
     )
+
+
+def from_description(described: dict | None) -> LineageType:
+    """The lineage type a :meth:`LineageType.describe` record names (for replay)."""
+    if not described:
+        return Rowwise()
+    kind = described.get("kind", "rowwise")
+    if kind == "rowwise":
+        return Rowwise(described.get("reads"))
+    if kind == "all":
+        return All(described.get("reads"))
+    if kind == "window":
+        return Window(described.get("reads"), described.get("preceding"), described.get("following", 0),
+                      described.get("order"))
+    raise LineageError(f"unknown lineage kind {kind!r} in a run record")

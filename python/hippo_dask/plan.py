@@ -108,6 +108,9 @@ class Node:
     params: Mapping[str, Any] = field(default_factory=dict)
     spread: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     model_inputs: tuple[int, ...] = ()
+    #: The raw arguments a replay needs that JSON cannot hold (user functions,
+    #: values): pickled into the store by compute(), never part of the id.
+    code: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def hidden_columns(self) -> list[str]:
@@ -180,6 +183,7 @@ def unary(
     key: Any = None,
     node_id: str | None = None,
     spread: Mapping[str, Mapping[str, Any]] | None = None,
+    code: Mapping[str, Any] | None = None,
 ) -> Node:
     """A node whose rows keep their parent's slots (``op`` in ``ONE_TO_ONE``).
 
@@ -210,6 +214,7 @@ def unary(
         slot_origin=origin,
         params=dict(params),
         spread=dict(spread or {}),
+        code=code,
     )
 
 

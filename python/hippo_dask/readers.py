@@ -1,0 +1,94 @@
+"""File sources: read a file as a lineage root and record where it came from, for replay.
+
+``hippo.read_csv`` / ``hippo.read_parquet`` call the pandas or Dask reader and
+mark the frame as a source, recording the file's location and the reader's
+arguments, so a replay (:meth:`hippo_dask.Lineage.replay`) can read it again
+and check it against the per-partition content fingerprints taken at capture.
+A Dask frame made by ``dd.read_parquet`` and passed to ``.hippo.source`` is
+recognised too.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import LineageError
+from .identity import jsonable
+
+#: Readers a replay may call, by the name recorded in the run.
+READERS = {
+    "pandas.read_csv": ("pandas", "read_csv"),
+    "pandas.read_parquet": ("pandas", "read_parquet"),
+    "dask.read_csv": ("dask.dataframe", "read_csv"),
+    "dask.read_parquet": ("dask.dataframe", "read_parquet"),
+}
+
+
+def _location(path: Any) -> Any:
+    if isinstance(path, (list, tuple)):
+        return [_location(p) for p in path]
+    path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _read(kind: str, path: Any, name: str | None, dask: bool, store: Any, kwargs: dict[str, Any]) -> Any:
+    import importlib
+
+    reader = f"{'dask' if dask else 'pandas'}.{kind}"
+    module, function = READERS[reader]
+    location = _location(path)
+    ok, plain = jsonable(kwargs)
+    if not ok:
+        raise LineageError(f"{reader}: the reader arguments must be plain values (str, numbers, lists, dicts) so a "
+                           f"replay can read the file again; got {sorted(kwargs)}")
+    frame = getattr(importlib.import_module(module), function)(location, **kwargs)
+    if name is None:
+        first = location[0] if isinstance(location, list) else location
+        name = os.path.splitext(os.path.basename(first.rstrip("/")))[0] or "file"
+    from .accessor import _expose
+    from .frame import Tracked
+    from .store import Store, get_store
+
+    target = get_store() if store is None else (store if isinstance(store, Store) else Store(store))
+    return _expose(Tracked.source(frame, name, target, file={"reader": reader, "path": location, "kwargs": plain}))
+
+
+def read_csv(path: Any, name: str | None = None, *, dask: bool = False, store: Any = None, **kwargs: Any) -> Any:
+    """Read a CSV file (pandas, or Dask with ``dask=True``) as a source named ``name`` (default: the file's stem).
+
+    Examples
+    --------
+    >>> import pandas as pd, hippo_dask as hippo, tempfile, os
+    >>> folder = tempfile.mkdtemp(); _ = hippo.set_store(os.path.join(folder, "store"))
+    >>> pd.DataFrame({"x": [1, 2]}).to_csv(os.path.join(folder, "xs.csv"), index=False)
+    >>> xs = hippo.read_csv(os.path.join(folder, "xs.csv"))
+    >>> xs.hippo.compute().hippo.lineage.sources
+    ['xs']
+    """
+    return _read("read_csv", path, name, dask, store, kwargs)
+
+
+def read_parquet(path: Any, name: str | None = None, *, dask: bool = False, store: Any = None, **kwargs: Any) -> Any:
+    """Read Parquet (pandas, or Dask with ``dask=True``) as a source named ``name`` (default: the file's stem)."""
+    return _read("read_parquet", path, name, dask, store, kwargs)
+
+
+def dask_file_source(frame: Any) -> dict[str, Any] | None:
+    """The file and reader arguments of a frame that ``dd.read_parquet`` made, when they can be replayed."""
+    expr = getattr(frame, "expr", None)
+    while expr is not None and type(expr).__name__ in ("ArrowStringConversion",):
+        expr = expr.frame
+    if expr is None or not type(expr).__name__.startswith("ReadParquet"):
+        return None
+    try:
+        kwargs = {k: expr.operand(k) for k in ("columns", "filters", "index", "split_row_groups", "blocksize",
+                                                "calculate_divisions", "aggregate_files")}
+        path = expr.operand("path")
+    except Exception:  # noqa: BLE001 - another Dask version: not recognised, fine
+        return None
+    extra = {k: v for k, v in (expr.operand("kwargs") or {}).items() if v is not None}
+    if expr.operand("storage_options") or extra:
+        return None
+    ok, plain = jsonable({k: v for k, v in kwargs.items() if v is not None})
+    return {"reader": "dask.read_parquet", "path": _location(path), "kwargs": plain} if ok else None
