@@ -135,7 +135,7 @@ def _write_code(store: Any, nodes: list) -> dict[str, dict[str, Any]]:
     return records
 
 
-def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
+def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
     """Compute ``tracked``; return the clean pandas result and the committed run id.
 
     The manifest lists exactly the fragments this run's own tasks wrote: each
@@ -233,5 +233,7 @@ def compute(tracked: Tracked, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]
         },
         "group_fragments": groups,
     }
+    if replay_of is not None:
+        manifest["replay_of"] = replay_of
     store.commit_run(run_id, manifest)
     return result, run_id

@@ -19,6 +19,9 @@ __all__ = [
     "IncompleteRunError",
     "CorruptRunError",
     "RunNotFoundError",
+    "ReplayError",
+    "SourceChangedError",
+    "UserFunctionError",
 ]
 
 
@@ -63,3 +66,32 @@ class IncompleteRunError(RuntimeError, HippoError):
 
 class CorruptRunError(DecodeError):
     """A stored fragment or manifest of a run is damaged; names the file."""
+
+
+class ReplayError(RuntimeError, HippoError):
+    """A run cannot be replayed as asked (a source or function is missing, an operation cannot be sliced)."""
+
+
+class SourceChangedError(ReplayError):
+    """A source passed back to a replay is not the one the run read: names the source and its partitions."""
+
+
+class UserFunctionError(RuntimeError, HippoError):
+    """A user function raised inside a partition.
+
+    The message names the operation, the smallest set of input rows found to
+    make it raise (delta debugging over that partition's rows) and the source
+    rows they came from; the original exception is chained (``__cause__``) and
+    kept in :attr:`original`. ``run_id`` names the run left in the store,
+    marked failed, that :func:`hippo_dask.debug` re-runs locally.
+    """
+
+    def __init__(self, message: str, record: dict | None = None, original: BaseException | None = None,
+                 run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.record = record or {}
+        self.original = original
+        self.run_id = run_id
+
+    def __reduce__(self):  # crosses process boundaries (Dask workers) with its record
+        return (type(self), (self.args[0], self.record, self.original, self.run_id))

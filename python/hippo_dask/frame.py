@@ -556,8 +556,12 @@ class Tracked:
         return sides[0], sides[1]
 
     def fit(self, estimator: Any, X: Sequence[str], y: str | None = None, incremental: bool | None = None,
-            **compute_kwargs: Any) -> "ml.Model":
-        """Fit a copy of ``estimator`` on this frame's rows; the rows become the model's dependency."""
+            prefitted: Any = None, **compute_kwargs: Any) -> "ml.Model":
+        """Fit a copy of ``estimator`` on this frame's rows; the rows become the model's dependency.
+
+        ``prefitted`` (a sliced replay) is an estimator already fitted on these
+        rows: it is used as is, and only the training rows are recorded.
+        """
         from sklearn.base import clone, is_classifier
 
         if not hasattr(estimator, "fit"):
@@ -599,7 +603,12 @@ class Tracked:
                     sample.append(part[X].head(16))
                 yield part
 
-        ml.fit_estimator(fitted, keep_sample(batches), X, y, mode, with_classes)
+        if prefitted is None:
+            ml.fit_estimator(fitted, keep_sample(batches), X, y, mode, with_classes)
+        else:
+            for _ in keep_sample(batches):
+                pass
+            fitted = prefitted
         pickled = cloudpickle.dumps(fitted)
         checksum = ml.checksum(pickled)
         from .store import write_bytes
@@ -695,7 +704,8 @@ class Tracked:
         colmap: dict[str, tuple[tuple[int, str], ...]] = {c: ((0, c),) for c in self.columns}
         for o in outs:
             colmap[o] = tuple((0, c) for c in X) + tuple((1, c) for c in depends)
-        params = {"model": model.node.id, "checksum": model.checksum, "X": X, "method": method, "out": outs}
+        params = {"model": model.node.id, "checksum": model.checksum, "X": X, "method": method, "out": outs,
+                  "out_name": out}
         return self._apply_model("predict", model, data, list(self.columns) + outs, colmap, params)
 
 

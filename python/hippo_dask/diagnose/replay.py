@@ -1,0 +1,623 @@
+"""Computation replay: re-execute a run from its record, whole or for a few result rows.
+
+A run's manifest records every operation with its parameters, the identity of
+its user functions (qualified name, source text, a content token) and, in the
+store, a cloudpickle copy of what JSON cannot hold (functions, values, fitted
+estimators); every source has a content fingerprint per partition, and file
+sources their location and reader arguments.
+
+:class:`Rebuild` turns that record back into a tracked pipeline: it reads or
+takes the sources, resolves every function, and calls the same ``.hippo``
+operations, so a replay runs exactly the capture's code path and is itself a
+run with lineage. Functions are re-imported by qualified name and checked
+against their recorded token; the pickled copies are only loaded with
+``trust=True`` (unpickling runs code: only for stores you trust).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ReplayError, SourceChangedError
+from ..identity import function_token
+from ..lin import from_description
+from ..plan import MEMBERSHIP, Node
+from ..store import Store, _join, read_bytes
+
+if TYPE_CHECKING:
+    from ..frame import Tracked
+    from ..lineage import Lineage
+
+
+def describe_node(node: Node) -> str:
+    """A short readable name of an operation: ``map(add_features)``, ``source 'events'``, ``groupby(['k'])``."""
+    p = node.params
+    if node.op == "source":
+        return f"source {p.get('name')!r}"
+    if node.op in ("map", "flatmap"):
+        return f"{node.op}({p.get('func', {}).get('name')})"
+    if node.op == "filter":
+        return f"filter({p.get('predicate', {}).get('name')})"
+    if node.op == "assign":
+        func = p.get("func", {}).get("name") if "func" in p else p.get("value")
+        return f"assign({p.get('column')}={func})"
+    if node.op in ("groupby", "transform"):
+        return f"groupby({p.get('keys')}).{'agg' if node.op == 'groupby' else 'transform'}({', '.join(p.get('aggregations', {}))})"
+    if node.op == "merge":
+        return f"merge(how={p.get('how')!r}, left_on={p.get('left_on')}, right_on={p.get('right_on')})"
+    if node.op == "fit":
+        return f"fit({p.get('estimator', {}).get('class', '?').rsplit('.', 1)[-1]}, X={p.get('X')}, y={p.get('y')!r})"
+    if node.op in ("ml_transform", "predict"):
+        return f"{'transform' if node.op == 'ml_transform' else 'predict'}(model {p.get('model', '')[:8]})"
+    shown = {k: v for k, v in p.items() if k not in ("arguments", "method")}
+    return f"{node.op}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way a replay differs from the run it replays (or a note about it)."""
+
+    operation: str
+    node: str
+    reason: str
+    partition: int | None = None
+
+    def __str__(self) -> str:
+        where = f", partition {self.partition}" if self.partition is not None else ""
+        return f"{self.operation}{where}: {self.reason}"
+
+
+@dataclass
+class ReplayReport:
+    """What :meth:`hippo_dask.Lineage.replay` found.
+
+    Attributes
+    ----------
+    identical : bool or None
+        The replayed result equals the recorded one (row count, and every
+        column's dtype and values by checksum); ``None`` without ``verify``.
+    result : pandas.DataFrame
+        The replayed result.
+    run_id : str
+        The replay's own run (with lineage) in the store.
+    differences : list of Difference
+        In pipeline order: changed source partitions, changed functions, a
+        refitted model that differs, a group-by whose input changed, the result.
+        ``first`` is where to look.
+    source_changed : bool
+        Some source's content differs from its fingerprint at capture.
+    """
+
+    identical: bool | None
+    result: pd.DataFrame
+    run_id: str
+    replayed: str
+    differences: list[Difference] = field(default_factory=list)
+    source_changed: bool = False
+
+    @property
+    def first(self) -> Difference | None:
+        """The first difference in pipeline order (the first operation that differs)."""
+        return self.differences[0] if self.differences else None
+
+    def __str__(self) -> str:
+        head = {True: "identical", False: "NOT identical", None: "not verified"}[self.identical]
+        lines = [f"replay of run {self.replayed} -> run {self.run_id}: {head} ({len(self.result)} rows)"]
+        if self.source_changed:
+            lines.append("a source changed since capture")
+        lines += [f"  {d}" for d in self.differences]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+# ---------------------------------------------------------------------- rebuilding a pipeline
+
+
+class Rebuild:
+    """A run's pipeline, built again from its record with ``.hippo`` operations.
+
+    Parameters
+    ----------
+    lineage : Lineage
+        The run to rebuild.
+    sources : mapping of str to DataFrame
+        In-memory sources by name (file sources are read again when omitted).
+    trust : bool
+        Allow unpickling the functions, values and estimators stored in the run.
+    functions : mapping of str to callable
+        Functions by qualified name (or node id), instead of re-importing them.
+    estimators : mapping of str to estimator
+        Unfitted estimators for ``fit`` steps by node id or class name (refit).
+    store : Store
+        Where the rebuilt pipeline records its lineage.
+    subset : mapping of str to array, optional
+        Per source, the row positions to keep (a sliced replay): the rows are
+        taken, in order, from the source, and fitted models are used as stored.
+    """
+
+    def __init__(self, lineage: "Lineage", sources: Mapping[str, Any] | None, trust: bool,
+                 functions: Mapping[str, Callable] | None, estimators: Mapping[str, Any] | None, store: Store,
+                 subset: Mapping[str, np.ndarray] | None = None, compute_kwargs: Mapping[str, Any] | None = None) -> None:
+        self.lineage = lineage
+        self.sources = dict(sources or {})
+        unknown = sorted(set(self.sources) - set(lineage.sources))
+        if unknown:
+            raise ReplayError(f"replay: sources={unknown} are not sources of run {lineage.run_id}; its sources are {lineage.sources}")
+        self.trust = trust
+        self.functions = dict(functions or {})
+        self.estimators = dict(estimators or {})
+        self.store = store
+        self.subset = subset
+        self.compute_kwargs = dict(compute_kwargs or {})
+        self.records = {r["id"]: r for r in lineage.manifest["nodes"]}
+        self.tracked: dict[str, Tracked] = {}
+        self.models: dict[str, Any] = {}
+        self.changes: list[Difference] = []
+        self._code: dict[str, dict[str, Any]] = {}
+
+    # -- stored code
+    def _stored_code(self, node: Node) -> dict[str, Any]:
+        if node.id in self._code:
+            return self._code[node.id]
+        record = self.records[node.id].get("code")
+        if record is None or "path" not in record:
+            reason = record.get("error", "nothing was stored") if record else "nothing was stored"
+            raise ReplayError(f"replay: {describe_node(node)} needs its code or values, and the run has no copy ({reason}); "
+                              "pass functions={...} with the function")
+        if not self.trust:
+            raise ReplayError(
+                f"replay: {describe_node(node)} needs the function or values stored (pickled) in the run, and "
+                "unpickling runs code: pass trust=True if you trust this store, or functions={'<qualified name>': func} "
+                "(for functions defined in a module, replay imports them by name without trust)")
+        import cloudpickle
+
+        from ..ml import checksum
+
+        url = _join(self.lineage.store.fragment_dir(node.id), record["path"])
+        blob = read_bytes(url)
+        if checksum(blob) != record["checksum"]:
+            raise ReplayError(f"replay: {url} does not match its recorded checksum; the stored code is damaged")
+        self._code[node.id] = cloudpickle.loads(blob)
+        return self._code[node.id]
+
+    def _function(self, node: Node, key: str) -> Callable:
+        """The user function of ``node`` (params[key] describes it): given, re-imported, or unpickled."""
+        described = node.params[key]
+        name, module, token = described.get("name"), described.get("module"), described.get("token")
+        for alias in (node.id, f"{module}.{name}", name):
+            if alias in self.functions:
+                func = self.functions[alias]
+                if function_token(func) != token:
+                    self.changes.append(Difference(describe_node(node), node.id,
+                                                   "the function passed in functions= differs from the one that ran"))
+                return func
+        if module and name and "<" not in name and module != "__main__":
+            try:
+                func: Any = importlib.import_module(module)
+                for part in name.split("."):
+                    func = getattr(func, part)
+            except (ImportError, AttributeError):
+                func = None
+            if func is not None:
+                if function_token(func) != token:
+                    self.changes.append(Difference(describe_node(node), node.id,
+                                                   f"{module}.{name} changed since capture (its code, defaults, closure "
+                                                   "or the globals it reads differ)"))
+                return func
+        code = self._stored_code(node)
+        return code["func"] if "func" in code else code["value"]
+
+    def _value(self, node: Node, json_key: str, ok_key: str | None, code_key: str) -> Any:
+        p = node.params
+        if (p.get(ok_key) if ok_key else p.get(json_key) is not None):
+            return p[json_key]
+        return self._stored_code(node)[code_key]
+
+    def _estimator(self, node: Node) -> Any:
+        for alias in (node.id, node.params["estimator"]["class"].rsplit(".", 1)[-1], node.params["estimator"]["class"]):
+            if alias in self.estimators:
+                return self.estimators[alias]
+        if not self.trust:
+            raise ReplayError(
+                f"replay: {describe_node(node)} needs the estimator stored (pickled) in the run; unpickling runs code: "
+                "pass trust=True if you trust this store, or estimators={'<class name>': unfitted_estimator}")
+        import pickle
+
+        record = node.params["model"]
+        url = _join(self.lineage.store.fragment_dir(node.id), record["path"])
+        blob = read_bytes(url)
+        from ..ml import checksum
+
+        if checksum(blob) != record["checksum"]:
+            raise ReplayError(f"replay: {url} does not match its recorded checksum; the stored estimator is damaged")
+        return pickle.loads(blob)
+
+    # -- sources
+    def _source_frame(self, node: Node) -> Any:
+        name = node.params["name"]
+        info = self.lineage.manifest["sources"][name]
+        frame = self.sources.get(name)
+        file = info["identity"].get("file")
+        if frame is None and file is None:
+            raise ReplayError(f"replay: source {name!r} was an in-memory frame; pass it back: replay(sources={{{name!r}: df}})")
+        if self.subset is not None:
+            return self._source_subset(name, info, frame, file)
+        if frame is None:
+            return _read_file(file)
+        _check_fingerprints(name, info, frame, self.compute_kwargs)
+        return frame
+
+    def _source_subset(self, name: str, info: Mapping[str, Any], frame: Any, file: Mapping[str, Any] | None) -> pd.DataFrame:
+        """The rows of a source a sliced replay needs, read partition by partition and checked."""
+        assert self.subset is not None
+        positions = np.asarray(self.subset.get(name, np.array([], dtype=np.int64)), dtype=np.int64)
+        counts = np.asarray(info["partition_rows"], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        if frame is None:
+            frame = _read_file(file)
+        if hasattr(frame, "to_delayed"):  # Dask: compute only the partitions holding needed rows
+            if frame.npartitions != len(counts):
+                raise SourceChangedError(f"replay: source {name!r} now has {frame.npartitions} partitions, the run read {len(counts)}")
+            needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
+            import dask
+
+            parts = dict(zip(needed.tolist(), dask.compute(*[frame.to_delayed()[int(i)] for i in needed], **self.compute_kwargs)))
+        else:
+            if len(frame) != counts.sum():
+                raise SourceChangedError(f"replay: source {name!r} has {len(frame)} rows, the run read {int(counts.sum())}")
+            parts = {i: frame.iloc[starts[i]:starts[i] + counts[i]] for i in range(len(counts))} if len(counts) > 1 else {0: frame}
+            needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
+        from ..partition import content_fingerprint
+
+        pieces = []
+        for i in needed.tolist():
+            part = parts[i]
+            if len(part) != counts[i] or content_fingerprint(part) != info["partition_fingerprints"][i]:
+                raise SourceChangedError(f"replay: partition {i} of source {name!r} changed since capture")
+            offsets = positions[(positions >= starts[i]) & (positions < starts[i] + counts[i])] - starts[i]
+            pieces.append(part.iloc[offsets])
+        if not pieces:
+            empty = parts[0] if parts else (frame._meta if hasattr(frame, "_meta") else frame)
+            return empty.iloc[:0]
+        return pd.concat(pieces) if len(pieces) > 1 else pieces[0]
+
+    # -- operations
+    def run(self) -> "Tracked":
+        from ..frame import Tracked, concat
+
+        for node in self.lineage._order:
+            inputs = [self.tracked[parent.id] for parent in node.inputs]
+            p = node.params
+            if node.op == "source":
+                frame = self._source_frame(node)
+                built = Tracked.source(frame, p["name"], self.store, file=self.lineage.manifest["sources"][p["name"]]["identity"].get("file"))
+            elif node.op == "fit":
+                built = self._fit(node, inputs[0])
+            elif node.op == "concat":
+                built = concat(inputs, ignore_index=p["ignore_index"])
+            elif node.op == "merge":
+                built = inputs[0].merge(inputs[1], how=p["how"], left_on=p["left_on"], right_on=p["right_on"],
+                                        suffixes=tuple(p["suffixes"]))
+            else:
+                built = self._unary(node, inputs)
+            if built.node.op != node.op:
+                raise ReplayError(f"internal: replaying {describe_node(node)} made a {built.node.op} node")
+            self.tracked[node.id] = built
+        return self.tracked[self.lineage._result.id]
+
+    def _fit(self, node: Node, training: "Tracked") -> "Tracked":
+        p = node.params
+        estimator = self._estimator(node)
+        if self.subset is not None:  # sliced: the model as it was fitted on all training rows
+            model = training.fit(estimator, X=p["X"], y=p["y"], prefitted=estimator)
+        else:
+            from sklearn.base import clone
+
+            model = training.fit(clone(estimator), X=p["X"], y=p["y"], incremental=p["fit_mode"] == "partial_fit",
+                                 **self.compute_kwargs)
+            if model.checksum != p["model"]["checksum"]:
+                self.changes.append(Difference(describe_node(node), node.id,
+                                               "the refitted estimator differs from the stored one (its training rows "
+                                               "or its randomness differ)"))
+        self.models[node.id] = model
+        return _ModelHolder(model)
+
+    def _unary(self, node: Node, inputs: list["Tracked"]) -> "Tracked":
+        t, p, op = inputs[0], node.params, node.op
+        if op == "map":
+            func = self._function(node, "func")
+            kwargs = p["kwargs_json"] if p.get("kwargs_json") is not None or p.get("kwargs") == "{}" else None
+            if kwargs is None:
+                kwargs = self._stored_code(node)["kwargs"]
+            return t.map(func, reads=p["reads"], writes=p["writes"], lineage=from_description(p.get("lineage")), **(kwargs or {}))
+        if op == "assign":
+            if "func" in p:
+                value = self._function(node, "func")
+                return t.assign(lineage=from_description(p.get("lineage")), **{p["column"]: value})
+            return t.assign(**{p["column"]: self._value(node, "value_json", "is_json", "value")})
+        if op == "filter":
+            return t.filter(self._function(node, "predicate"), lineage=from_description(p.get("lineage")))
+        if op == "flatmap":
+            return t.flatmap(self._function(node, "func"), columns=p["columns"], reads=p["reads"], writes=p["writes"])
+        if op in ("select", "drop"):
+            return getattr(t, op)(p["columns"])
+        if op == "rename":
+            return t.rename(p["columns"])
+        if op in ("astype", "fillna", "replace"):
+            arguments = p.get("arguments")
+            if arguments is None:
+                code = self._stored_code(node)
+                arguments = {"args": list(code["args"]), "kwargs": dict(code["kwargs"])}
+            return getattr(t, op)(*arguments["args"], **arguments["kwargs"])
+        if op == "dropna":
+            return t.dropna(subset=p["subset"], how=p["how"])
+        if op == "sort_values":
+            return t.sort_values(p["by"], ascending=p["ascending"])
+        if op == "drop_duplicates":
+            return t.drop_duplicates(subset=p["subset"], keep=p["keep"])
+        if op == "sample":
+            return t.sample(n=p["n"], frac=p["frac"], replace=p["replace"], random_state=p["random_state"])
+        if op == "head":
+            return t.head(p["n"])
+        if op == "explode":
+            return t.explode(p["column"][0] if len(p["column"]) == 1 else p["column"], ignore_index=p["ignore_index"])
+        if op == "split":
+            train, test = t.split(p["test_size"], p["seed"], p["by"])
+            return test if p["side"] == "test" else train
+        if op == "groupby":
+            return t.groupby_agg(p["keys"], {k: tuple(v) for k, v in p["aggregations"].items()}, p["dropna"])
+        if op == "transform":
+            return t.groupby_transform(p["keys"], {k: tuple(v) for k, v in p["aggregations"].items()}, p["dropna"])
+        if op == "ml_transform":
+            return t.ml_transform(self.models[node.inputs[1].id])
+        if op == "predict":
+            return t.predict(self.models[node.inputs[1].id], X=p["X"], out=p.get("out_name", p["out"][0]), method=p["method"])
+        raise ReplayError(f"replay: operation {op!r} of run {self.lineage.run_id} cannot be replayed by this version")
+
+
+class _ModelHolder:
+    """Stands in the rebuilt DAG for a fit: its node is the fit node (the Model is kept apart)."""
+
+    def __init__(self, model: Any) -> None:
+        self.node = model.node
+        self.model = model
+
+
+def _read_file(file: Mapping[str, Any]) -> Any:
+    from ..readers import READERS
+
+    if file["reader"] not in READERS:
+        raise ReplayError(f"replay: unknown reader {file['reader']!r} in the run record")
+    module, function = READERS[file["reader"]]
+    try:
+        return getattr(importlib.import_module(module), function)(file["path"], **(file.get("kwargs") or {}))
+    except FileNotFoundError as exc:
+        raise ReplayError(f"replay: the source file {file['path']} is gone ({exc}); pass the data with sources=") from None
+
+
+def _check_fingerprints(name: str, info: Mapping[str, Any], frame: Any, compute_kwargs: Mapping[str, Any]) -> None:
+    """An in-memory source passed back must be the one the run read, partition by partition."""
+    from ..partition import content_fingerprint, partition_facts
+
+    recorded = list(info["partition_fingerprints"])
+    counts = list(info["partition_rows"])
+    if hasattr(frame, "to_delayed"):
+        import dask
+
+        facts = dask.compute(*[dask.delayed(partition_facts)(part) for part in frame.to_delayed()], **compute_kwargs)
+        got_counts, got = [n for n, _ in facts], [fp for _, fp in facts]
+    else:
+        if len(frame) != sum(counts):
+            raise SourceChangedError(f"replay: source {name!r} has {len(frame)} rows, the run read {sum(counts)}")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+        got_counts = counts
+        got = [content_fingerprint(frame.iloc[s:s + n]) for s, n in zip(starts, counts)]
+    if got_counts != counts:
+        raise SourceChangedError(f"replay: source {name!r} has partitions of {got_counts} rows, the run read {counts}")
+    changed = [i for i, (a, b) in enumerate(zip(got, recorded)) if a != b]
+    if changed:
+        raise SourceChangedError(f"replay: source {name!r} is not the frame the run read: partition(s) {changed[:10]} "
+                                 "differ in content; pass the original data")
+
+
+# ---------------------------------------------------------------------- whole replay
+
+
+def replay(lineage: "Lineage", sources: Mapping[str, Any] | None = None, verify: bool = True, trust: bool = False,
+           functions: Mapping[str, Callable] | None = None, estimators: Mapping[str, Any] | None = None,
+           **compute_kwargs: Any) -> ReplayReport:
+    """Re-execute ``lineage``'s run from its record; see :meth:`hippo_dask.Lineage.replay`."""
+    from ..compute import compute
+    from ..lineage import Lineage
+
+    rebuild = Rebuild(lineage, sources, trust, functions, estimators, lineage.store, compute_kwargs=compute_kwargs)
+    tracked = rebuild.run()
+    result, run_id = compute(tracked, replay_of=lineage.run_id, **compute_kwargs)
+    again = Lineage(lineage.store, run_id)
+    if not verify:
+        return ReplayReport(None, result, run_id, lineage.run_id, rebuild.changes)
+    differences, source_changed = _compare(lineage, again, rebuild)
+    old, new = lineage.manifest["result"], again.manifest["result"]
+    identical = old["rows"] == new["rows"] and old.get("digest") == new.get("digest") and old["columns"] == new["columns"]
+    if not identical:
+        changed = [c for c in new["columns"] if old.get("digest", {}).get(c) != new.get("digest", {}).get(c)]
+        differences.append(Difference("result", lineage._result.id,
+                                      f"{new['rows']} rows (recorded {old['rows']}); columns that differ: {changed}"))
+    return ReplayReport(identical, result, run_id, lineage.run_id, differences, source_changed)
+
+
+def _compare(old: "Lineage", new: "Lineage", rebuild: Rebuild) -> tuple[list[Difference], bool]:
+    """Differences between a run and its replay, in pipeline order."""
+    if [n.op for n in old._order] != [n.op for n in new._order]:
+        raise ReplayError("internal: the replay's operations do not line up with the run's")
+    changes = {d.node: d for d in rebuild.changes}
+    out: list[Difference] = []
+    source_changed = False
+    for a, b in zip(old._order, new._order):
+        if a.op == "source":
+            name = a.params["name"]
+            was, now = old.manifest["sources"][name], new.manifest["sources"][name]
+            if was["partition_rows"] != now["partition_rows"]:
+                source_changed = True
+                out.append(Difference(describe_node(a), a.id, f"partitions of {now['partition_rows']} rows, recorded "
+                                                              f"{was['partition_rows']}"))
+            else:
+                for i, (x, y) in enumerate(zip(was["partition_fingerprints"], now["partition_fingerprints"])):
+                    if x != y:
+                        source_changed = True
+                        out.append(Difference(describe_node(a), a.id, "content changed since capture", partition=i))
+            continue
+        if a.id in changes:
+            out.append(changes[a.id])
+        if a.op in MEMBERSHIP or a.spread:
+            # fragment names differ between runs (slot names carry node ids): compare contents
+            (was_rows, was_ids), (now_rows, now_ids) = old.members(a), new.members(b)
+            if not (np.array_equal(was_rows.values, now_rows.values) and np.array_equal(was_ids, now_ids)):
+                what = "its training rows differ" if a.op == "fit" else "its input rows or keys differ (group membership changed)"
+                out.append(Difference(describe_node(a), a.id, what))
+    return out, source_changed
+
+
+# ---------------------------------------------------------------------- sliced replay
+
+#: Operations whose rows depend on rows outside any closure: a slice cannot reproduce them.
+_UNSLICEABLE = {"head": "keeps the first n rows", "sample": "draws rows by position"}
+
+
+def check_sliceable(lineage: "Lineage") -> None:
+    """Refuse, with the reason, runs a replay of a few rows cannot reproduce exactly."""
+    was_dask = any(info["identity"].get("kind") == "dask" for info in lineage.manifest["sources"].values())
+    for node in lineage._order:
+        why = _UNSLICEABLE.get(node.op)
+        if node.op in ("map", "assign") and node.params.get("lineage", {}).get("kind") in ("all", "window"):
+            why = "is declared lin.All / lin.Window: its values depend on whole partitions"
+        if node.op == "filter" and node.params.get("lineage", {}).get("kind") not in (None, "rowwise"):
+            why = "has a row-dependent predicate"
+        if was_dask and node.op == "drop_duplicates":
+            why = "keeps the first row in Dask's row order, which a slice does not reproduce"
+        if was_dask and node.op == "groupby" and any(f in ("first", "last") for _, f in node.params["aggregations"].values()):
+            why = "takes first/last rows in Dask's row order, which a slice does not reproduce"
+        if why:
+            raise ReplayError(f"replay(rows=...): {describe_node(node)} {why}; replay the whole run instead")
+
+
+def closure(lineage: "Lineage", rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """Per source, every row the result ``rows`` depend on (row lineage and every cell)."""
+    trace = lineage.backward(rows)
+    out = {}
+    for name, ts in trace.items():
+        parts = [ts.rows] + [np.asarray(v) for v in ts._by_column.values()]
+        out[name] = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.array([], dtype=np.int64)
+    return out
+
+
+class SlicedRun:
+    """A pandas run of the pipeline on a subset of source rows, mapped back to the original run.
+
+    ``rows_of(result_rows)`` finds, for original result rows, the rows of the
+    sliced result with the same lineage (same source rows, same groups); the
+    rebuilt pipeline's intermediate frames stay available for :func:`inspect`.
+    """
+
+    def __init__(self, lineage: "Lineage", subset: Mapping[str, np.ndarray], sources: Mapping[str, Any] | None,
+                 trust: bool, functions: Mapping[str, Callable] | None, keep_store: bool = False,
+                 compute_kwargs: Mapping[str, Any] | None = None) -> None:
+        from ..compute import compute
+        from ..lineage import Lineage
+
+        self.lineage = lineage
+        self.subset = {name: np.asarray(subset.get(name, np.array([], dtype=np.int64)), dtype=np.int64)
+                       for name in lineage.sources}
+        self._dir = tempfile.mkdtemp(prefix="hippo-slice-")
+        try:
+            self.rebuild = Rebuild(lineage, sources, trust, functions, None, Store(self._dir), subset=self.subset,
+                                   compute_kwargs=compute_kwargs)
+            self.tracked = self.rebuild.run()
+            self.result, run_id = compute(self.tracked)
+            self.sliced = Lineage(Store(self._dir), run_id)
+            self.sliced.result_slots()  # read before the scratch store goes
+        finally:
+            if not keep_store:
+                shutil.rmtree(self._dir, ignore_errors=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def slot_map(self, original: Node, rebuilt: Node) -> dict[str, str]:
+        """Rebuilt slot name -> original slot name, for two twin nodes."""
+        return dict(zip(rebuilt.slots, original.slots))
+
+    def translate(self, original: Node, rebuilt: Node, values: np.ndarray) -> np.ndarray:
+        """Slot values of rebuilt rows (columns in ``rebuilt.slots`` order) as the original run's values."""
+        out = np.array(values, dtype=np.int64, copy=True)
+        for j, slot in enumerate(original.slots):
+            origin = original.slot_origin.get(slot)
+            name = self.lineage._source_by_node.get(origin)
+            if name is not None:
+                positions = self.subset[name]
+                column = out[:, j]
+                real = column != -1
+                column[real] = positions[column[real]]
+        return out
+
+    def rows_of(self, rows: np.ndarray) -> np.ndarray:
+        """Positions in the sliced result of the original result ``rows`` (same slot values)."""
+        original = self.lineage._result
+        rebuilt = self.sliced._result
+        mine = self.translate(original, rebuilt, self.sliced.result_slots().values)
+        wanted = self.lineage.result_slots().values[rows]
+        index: dict[bytes, list[int]] = {}
+        for i in range(len(mine)):
+            index.setdefault(mine[i].tobytes(), []).append(i)
+        everything = self.lineage.result_slots().values
+        found = []
+        for r, row in zip(rows, wanted):
+            candidates = index.get(row.tobytes(), [])
+            k = 0
+            if len(candidates) > 1:  # rows with equal slots (explode, flatmap): the k-th is the k-th
+                k = int((everything[:r] == row).all(axis=1).sum())
+            if k >= len(candidates):
+                raise ReplayError(f"replay(rows=...): result row {int(r)} was not reproduced from the source rows it "
+                                  "depends on; this run cannot be replayed in slices")
+            found.append(candidates[k])
+        return np.asarray(found, dtype=np.int64)
+
+
+def recorded_dtypes(lineage: "Lineage") -> dict[str, str]:
+    """The result's dtypes as recorded in its digest (``dtype:checksum`` per column)."""
+    return {c: v.rsplit(":", 1)[0] for c, v in lineage.manifest["result"].get("digest", {}).items()}
+
+
+def as_recorded(frame: pd.DataFrame, lineage: "Lineage") -> pd.DataFrame:
+    """``frame`` with the result's recorded dtypes (a slice without holes keeps ints a full result made floats)."""
+    casts = {c: t for c, t in recorded_dtypes(lineage).items() if c in frame.columns and str(frame[c].dtype) != t}
+    for c, t in casts.items():
+        try:
+            frame[c] = frame[c].astype(t)
+        except (TypeError, ValueError):
+            pass
+    return frame
+
+
+def replay_rows(lineage: "Lineage", rows: Sequence[int] | np.ndarray, sources: Mapping[str, Any] | None = None,
+                trust: bool = False, functions: Mapping[str, Callable] | None = None,
+                **compute_kwargs: Any) -> pd.DataFrame:
+    """Recompute result ``rows`` from their backward closure; see :meth:`hippo_dask.Lineage.replay`."""
+    check_sliceable(lineage)
+    asked = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    valid = lineage._rows(asked, lineage.nrows, "the result")
+    del valid
+    run = SlicedRun(lineage, closure(lineage, asked), sources, trust, functions, compute_kwargs=compute_kwargs)
+    picked = run.rows_of(asked)
+    out = run.result.iloc[picked].copy()
+    out.index = pd.Index(asked)
+    out.attrs = {}
+    return as_recorded(out[lineage.columns], lineage)
