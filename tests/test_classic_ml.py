@@ -49,7 +49,7 @@ def _fitted(result: pd.DataFrame, k: int):
 
     lineage = result.hippo.lineage
     fit = [n for n in lineage.manifest["nodes"] if n["op"] == "fit"][k]
-    return pickle.loads(read_bytes(_join(lineage.store.fragment_dir(fit["id"]), fit["params"]["model"]["path"])))
+    return pickle.loads(read_bytes(_join(lineage.store.code_dir(fit["id"]), fit["params"]["model"]["path"])))
 
 
 BACKENDS = {

@@ -224,9 +224,12 @@ def test_fragments_are_written_by_the_workers(store, cluster_client, write_log, 
     (gnode,) = man["group_fragments"]
     group_files = {p.name for p in (store / "fragments" / gnode).glob("*.hippo")}
 
-    # who wrote what: the driver only the run's start marker and its manifest
+    # who wrote what: the driver only the run's start marker, the replay copies of the user's
+    # functions (they live on the driver) and the manifest; never a lineage fragment
     driver_main = [url for url, thread in write_log if thread == main_thread]
-    assert sorted(os.path.basename(u) for u in driver_main) == ["manifest.json", "started.json"]
+    code_copies = [u for u in driver_main if u.endswith(".pkl")]
+    assert all(f"code{os.sep}" in u for u in code_copies)
+    assert sorted(os.path.basename(u) for u in driver_main if u not in code_copies) == ["manifest.json", "started.json"]
     assert write_log[-1][0].endswith("manifest.json")  # the manifest last
     fragment_writes = [(u, t) for u, t in write_log if u.endswith(".hippo")]
     if processes:
@@ -286,8 +289,9 @@ def test_run_failing_midway_is_incomplete(store, cluster_client):
     with pytest.raises(hippo.IncompleteRunError) as info:
         hippo.open(store, bad_id)
     msg = str(info.value)
-    assert bad_id in msg and "manifest" in msg
+    assert bad_id in msg and "failed" in msg and "hippo.debug" in msg  # a user function raised: a failed run
     assert isinstance(info.value, RuntimeError)
+    assert bad[0].failed
     # the newest *complete* run is still the good one, and still answers
     latest = hippo.open(store)
     assert latest.run_id == good_id

@@ -332,8 +332,10 @@ def test_a_failing_user_function_keeps_its_own_error(store):
         raise ZeroDivisionError("user bug")
 
     t = pd.DataFrame({"x": [1.0, 2.0]}).hippo.source("df")
-    with pytest.raises(ZeroDivisionError, match="user bug"):
+    with pytest.raises(hippo.UserFunctionError, match="ZeroDivisionError: user bug") as info:
         t.hippo.assign(z=lambda p: boom(p))
+    assert isinstance(info.value.__cause__, ZeroDivisionError)  # the user's own error, chained
+    assert info.value.record["source_rows"] == {"df": [0, 1]}  # it raises on every row: each is named
 
 
 def test_sort_is_stable_so_dedupe_after_it_keeps_the_first_tie(store):

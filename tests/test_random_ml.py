@@ -121,6 +121,11 @@ def _keep_object_columns():
 
 # ---------------------------------------------------------------------- sources
 
+
+def chance(p: float):
+    """True with probability about ``p`` (hypothesis draws booleans and small integers far from uniformly)."""
+    return st.sampled_from([True] * round(20 * p) + [False] * (20 - round(20 * p)))
+
 CATEGORIES = ["red", "blue", "green", "teal"]  # teal is rare
 CATEGORY_P = [0.5, 0.3, 0.17, 0.03]
 
@@ -128,7 +133,7 @@ CATEGORY_P = [0.5, 0.3, 0.17, 0.03]
 @st.composite
 def ml_sources(draw):
     """Source ``a`` (columns the prep steps know, k x y z, and ML columns f u g lab t, decoy e last) and ``b``."""
-    n = draw(st.integers(0, 60), label="rows")
+    n = draw(st.integers(1, 60), label="rows") if draw(chance(0.95), label="rows?") else 0
     seed = draw(st.integers(0, 2**32 - 1), label="data seed")
     nan_rate = draw(st.sampled_from([0.0, 0.1, 0.3]), label="nan rate")
     label_kind = draw(st.sampled_from(["binary", "three", "str", "bool"]), label="label kind")
@@ -301,8 +306,15 @@ def simple_spec(draw, K, name: str) -> Spec | None:
     return Spec(est, X, mixes)
 
 
+def _pipe_pool(first: str, second: str) -> str:
+    """The first step's pool; NaN-free columns when the second takes no NaN and the first keeps them."""
+    if SIMPLE[second][0] == "num_nonan" and not first.startswith("impute"):
+        return "num_nonan"
+    return SIMPLE[first][0]
+
+
 def pipe_spec(draw, K, first: str, second: str) -> Spec | None:
-    pool = _pools(K)[SIMPLE[first][0]]
+    pool = _pools(K)[_pipe_pool(first, second)]
     if not pool:
         return None
     X = _pick(draw, pool)
@@ -314,7 +326,7 @@ def pipe_spec(draw, K, first: str, second: str) -> Spec | None:
 def available(K) -> tuple[list[str], list[tuple[str, str]]]:
     pools = _pools(K)
     simple = [n for n, (pool, _) in SIMPLE.items() if pools[pool]]
-    pipes = [(f, s) for f, s in PIPES if pools[SIMPLE[f][0]]]
+    pipes = [(f, s) for f, s in PIPES if pools[_pipe_pool(f, s)]]
     return simple, pipes
 
 
@@ -541,7 +553,11 @@ class Run:
             with pytest.raises(hippo.LineageError, match="no rows to fit on"):
                 self.H["train"].hippo.fit(spec.est, X=spec.X, y=y, **backend.kwargs)
             raise Stop("empty training frame")
-        preflight(spec.est, spec.X, y, train, self.frames(), methods)
+        fitted = preflight(spec.est, spec.X, y, train, self.frames(), methods)
+        if isinstance(fitted, ColumnTransformer) and not hasattr(fitted, "output_indices_"):
+            # known: a ColumnTransformer with no output column, see test_column_transformer_without_outputs_xfail
+            note("known bug: ColumnTransformer that makes no column")
+            reject()
         incremental = None
         if backend.is_dask:
             incremental = draw(st.sampled_from([None, None, False] + [True] * hasattr(spec.est, "partial_fit")),
@@ -579,7 +595,7 @@ class Run:
         deps = oracle_column_map(model.estimator, spec, self.frames(), self.O[False]["train"].df)
         note(f"column map: {deps}")
         o_models = {tm: oracle_fit(self.O[tm]["train"], None, spec.X, fitted=model.estimator) for tm in (False, True)}
-        use_fit_transform = not self.backend.is_dask and self.draw(st.integers(0, 4), label="fit_transform") == 0
+        use_fit_transform = not self.backend.is_dask and self.draw(chance(0.2), label="fit_transform")
         for side in self.sides:
             if side == "train" and use_fit_transform:  # pandas: the same single fit on the same rows
                 tracked = lambda t: t.hippo.fit_transform(spec.est, spec.X)  # noqa: E731
@@ -599,10 +615,12 @@ class Run:
         kind = draw(st.sampled_from(["clf"] * bool(cls_labels) * 3 + ["reg"] * bool(reg_labels)), label="task") \
             if (cls_labels or reg_labels) else None
         if kind is None:
+            event("no model: no label")
             return
         y = draw(st.sampled_from(cls_labels if kind == "clf" else reg_labels), label="label")
         features = [c for c in K["num_nonan"] + K["bool"] if c != y]
         if not features:
+            event("no model: no features")
             return
         if train[y].isna().any():  # scikit-learn takes no missing labels: drop them first, on train
             self.apply("train", lambda t: t.hippo.dropna(subset=[y]), lambda o, tm: o.dropna([y]))
@@ -690,7 +708,7 @@ def run_example(data, a: pd.DataFrame, b: pd.DataFrame, prep: list, backend: Bac
     run = Run(draw, backend)
     t, o = test_random_pipelines.run_pipeline(a, b, prep, backend.to_frame, dask_order=backend.is_dask)
     cols = list(o.df.columns)
-    if draw(st.integers(0, 6), label="split") > 0:
+    if draw(chance(0.85), label="split"):
         test_size = draw(st.sampled_from([0.2, 0.3, 0.5]), label="test_size")
         seed = draw(st.integers(0, 2**31), label="split seed")
         by = draw(st.one_of(st.none(), st.sampled_from(cols)), label="split by")
@@ -701,13 +719,13 @@ def run_example(data, a: pd.DataFrame, b: pd.DataFrame, prep: list, backend: Bac
     else:
         run.H = {"train": t}
         run.O = {tm: {"train": o} for tm in (False, True)}
-    if draw(st.integers(0, 4), label="filter train") == 0 and "x" in cols:  # a step on one side only
+    if draw(chance(0.2), label="filter train") and "x" in cols:  # a step on one side only
         pred = lambda p: p.x > 2  # noqa: E731
         run.apply("train", lambda f: f.hippo.filter(pred), lambda f, tm: f.filter(pred))
     try:
-        for _ in range(draw(st.integers(0, 2), label="transformer stages")):
+        for _ in range(draw(st.sampled_from([1, 0, 1, 2, 1, 2]), label="transformer stages")):
             run.transformer_stage()
-        if draw(st.integers(0, 3), label="model") > 0:
+        if draw(chance(0.75), label="model"):
             run.model_stage()
     except Stop as stop:
         note(f"stopped as expected: {stop}")

@@ -18,10 +18,14 @@ from .errors import (
     IncompleteRunError,
     LineageError,
     QueryError,
+    ReplayError,
     RunNotFoundError,
+    SourceChangedError,
     StaleResultError,
     UntrackedFrameError,
+    UserFunctionError,
 )
+from .diagnose.debug import debug
 from .lineage import Lineage, Trace, TraceSet, open
 from .ml import Model
 from .readers import read_csv, read_parquet
@@ -46,14 +50,18 @@ __all__ = [
     "LineageError",
     "Model",
     "QueryError",
+    "ReplayError",
     "RunInfo",
     "RunNotFoundError",
+    "SourceChangedError",
     "StaleResultError",
     "Store",
     "Trace",
     "TraceSet",
     "UntrackedFrameError",
+    "UserFunctionError",
     "concat",
+    "debug",
     "errors",
     "get_store",
     "lin",

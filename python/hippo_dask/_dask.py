@@ -41,7 +41,7 @@ def dry_meta(data: Any, fn: Callable, *args: Any) -> pd.DataFrame:
 
     user_code = any(isinstance(a, P.UserCall) for a in args)
     sample = meta_nonempty(data._meta) if user_code else data._meta
-    dry = [replace(a, fragment_dir=None) if isinstance(a, P.UserCall) else (a._meta if hasattr(a, "_meta") else a)
+    dry = [replace(a, fragment_dir=None, dry=True) if isinstance(a, P.UserCall) else (a._meta if hasattr(a, "_meta") else a)
            for a in args]
     return fn(sample, *dry).iloc[:0]
 

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from . import partition as P
-from .errors import LineageError
+from .errors import LineageError, UserFunctionError
 from .frame import Tracked
 from .plan import MEMBERSHIP, ancestors
 from .store import _join
@@ -128,11 +128,24 @@ def _write_code(store: Any, nodes: list) -> dict[str, dict[str, Any]]:
             records[node.id] = {"error": f"does not pickle: {exc!r}"[:500]}
             continue
         digest = checksum(blob)
-        url = _join(store.fragment_dir(node.id), f"{digest}.pkl")
+        url = _join(store.code_dir(node.id), f"{digest}.pkl")
         if not store.fs.exists(store.fs._strip_protocol(url)):
             write_bytes(url, blob)
         records[node.id] = {"path": f"{digest}.pkl", "checksum": digest, "bytes": len(blob)}
     return records
+
+
+def _failed(tracked: Tracked, infos: dict[str, Any], error: UserFunctionError, run_id: str,
+            compute_kwargs: dict[str, Any]) -> UserFunctionError:
+    """A user function raised on a worker: count the source partitions (to name source rows), mark the run failed."""
+    import dask
+
+    counts = {nid: list(info.counts) for nid, info in infos.items() if info.counts is not None}
+    pending = {nid: [dask.delayed(len)(part) for part in info.partitions] for nid, info in infos.items() if nid not in counts}
+    if pending:
+        counted = dask.compute(pending, **compute_kwargs)[0]
+        counts.update({nid: [int(n) for n in v] for nid, v in counted.items()})
+    return tracked.failed(error, run_id, counts)
 
 
 def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
@@ -186,7 +199,10 @@ def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: An
         with dask.config.set(scheduler=scheduler) if scheduler is not None else contextlib.nullcontext():
             # all expressions, computed in one graph: what tasks share runs once
             counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
-            result, receipt_frames, counts_table = dask.compute(finished, receipts, counts_frame, **compute_kwargs)
+            try:
+                result, receipt_frames, counts_table = dask.compute(finished, receipts, counts_frame, **compute_kwargs)
+            except UserFunctionError as error:
+                raise _failed(tracked, infos, error, run_id, compute_kwargs) from error.original
         node_facts = _facts_of_frame(counts_table)
     else:
         node_facts = {nid: [[n, fp] for n, fp in zip(info.counts, info.fingerprints)] for nid, info in infos.items()}

@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import _dask, _pandas, ml
 from . import partition as P
-from .errors import ColumnError, LineageError
+from .errors import ColumnError, LineageError, UserFunctionError
 from .identity import describe_function, jsonable, token
 from .lin import LineageType, Window, as_lineage_type
 from .plan import HIDDEN_PREFIX, ROW, Node, hidden, identity_colmap, spread_slot, unary
@@ -112,7 +112,22 @@ class Tracked:
         return self.backend.probe(self.data)
 
     def _partitionwise(self, fn: Callable, *args: Any, meta: pd.DataFrame | None = None) -> Any:
-        return self.backend.partitionwise(self.data, fn, *args, meta=meta)
+        try:
+            return self.backend.partitionwise(self.data, fn, *args, meta=meta)
+        except UserFunctionError as error:
+            if error.run_id is not None:
+                raise
+            # pandas runs user code right here: the failed run is recorded now
+            raise self.failed(error) from error.original
+
+    def failed(self, error: UserFunctionError, run_id: str | None = None,
+               counts: Mapping[str, Sequence[int]] | None = None) -> UserFunctionError:
+        """Record a failed user function as a failed run of this pipeline; the error to raise."""
+        from .diagnose.debug import record_failure
+
+        if counts is None:  # pandas: every source is one partition, its size known
+            counts = {info.node.id: list(info.counts) for info in self.sources.values() if info.counts is not None}
+        return record_failure(self.store, error, self.sources, counts, run_id)
 
     def _user_call(self, what: str, lineage: LineageType, reads: Sequence[str] | None, node_id: str) -> P.UserCall:
         """How a user function of node ``node_id`` runs: its checks, and where a spread records."""
@@ -312,9 +327,11 @@ class Tracked:
             writes = [c for c in columns if c not in self.columns]
         writes = list(writes)
         colmap = {c: (reads if (c in writes or c not in self.columns) else [c]) for c in columns}
-        data = self._partitionwise(P.flatmap_partition, func, columns)
         params = {"func": describe_function(func), "reads": reads, "writes": writes, "columns": columns}
-        return self._derive(data, unary("flatmap", self.node, columns, colmap, params, key=func, code={"func": func}))
+        node_id = token("flatmap", self.node.id, params, func)
+        data = self._partitionwise(P.flatmap_partition, func, columns, P.UserCall("flatmap", node_id=node_id))
+        return self._derive(data, unary("flatmap", self.node, columns, colmap, params, node_id=node_id,
+                                        code={"func": func}))
 
     # ------------------------------------------------------------------ column ops
     def select(self, columns: str | Sequence[str]) -> "Tracked":
@@ -614,7 +631,7 @@ class Tracked:
         from .store import write_bytes
         from .store import _join as join_url
 
-        write_bytes(join_url(self.store.fragment_dir(identity), f"{checksum}.pkl"), pickled)
+        write_bytes(join_url(self.store.code_dir(identity), f"{checksum}.pkl"), pickled)
         features = {k: tuple(v) for k, v in ml.feature_map(fitted, X).items()} if hasattr(fitted, "transform") else {}
         params = {
             "estimator": described, "X": X, "y": y, "fit_mode": mode,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import _core
-from .errors import LineageError
+from .errors import HippoError, LineageError
 from .plan import HIDDEN_PREFIX, MISSING
 
 #: Bits of a source row id that hold the offset inside its source partition.
@@ -257,6 +257,22 @@ class UserCall:
     fragment_dir: str | None = None
     slot_column: str | None = None
     order: str | None = None
+    dry: bool = False  # a run on fake rows (Dask's meta): errors pass through as they are
+
+
+def run_user(call: UserCall, apply: Callable[[pd.DataFrame], Any], user: pd.DataFrame, part: pd.DataFrame,
+             func: Any, replay: Mapping[str, Any]) -> Any:
+    """``apply(user)``; if the user's function raises, narrow the rows it raises on (see :mod:`hippo_dask.diagnose.debug`)."""
+    try:
+        return apply(user)
+    except HippoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any user exception is narrowed and reported
+        if call.dry:
+            raise
+        from .diagnose.debug import failure
+
+        raise failure(call, apply, user, part, exc, func, replay) from exc
 
 
 #: Rows of a partition a row-wise check re-runs the function on.
@@ -460,7 +476,7 @@ def map_partition(
     is what keeps inferred write sets honest on Dask).
     """
     user = clean(part)
-    out = func(user, **kwargs)
+    out = run_user(call, lambda u: func(u, **kwargs), user, part, func, {"apply": "map", "kwargs": dict(kwargs)})
     if not isinstance(out, pd.DataFrame):
         raise LineageError(f"map: the function must return a DataFrame, got {type(out).__name__}")
     if len(out) != len(user):
@@ -489,7 +505,7 @@ def map_partition(
 def assign_partition(part: pd.DataFrame, name: str, value: Any, call: UserCall = UserCall("assign")) -> pd.DataFrame:
     """Add or replace one column from a callable (checked per ``call``) or a scalar."""
     user = clean(part)
-    out = user.assign(**{name: value})
+    out = run_user(call, lambda u: u.assign(**{name: value}), user, part, value, {"apply": "assign", "column": name})
     if callable(value) and call.kind == "rowwise":
         verify_rowwise(user, lambda u: u.assign(**{name: value})[name], out[name], call)
     return spread(part, reattach(out, part), call)
@@ -511,7 +527,7 @@ def filter_partition(part: pd.DataFrame, predicate: Callable, call: UserCall = U
             )
         return mask
 
-    mask = mask_of(user)
+    mask = run_user(call, mask_of, user, part, predicate, {"apply": "filter"})
     if call.kind == "rowwise":
         verify_rowwise(user, mask_of, mask, call)
     return part[mask]
@@ -523,16 +539,21 @@ def on_user_columns(part: pd.DataFrame, method: str, args: Sequence[Any], kwargs
     return reattach(out, part)
 
 
-def flatmap_partition(part: pd.DataFrame, func: Callable, columns: Sequence[str]) -> pd.DataFrame:
+def flatmap_partition(part: pd.DataFrame, func: Callable, columns: Sequence[str],
+                      call: UserCall = UserCall("flatmap")) -> pd.DataFrame:
     """Each input row -> the rows ``func(row)`` yields; every output row keeps its input's slots."""
     user = clean(part)
     records: list[Mapping[str, Any]] = []
     repeats = np.zeros(len(user), dtype=np.int64)
-    for i, row in enumerate(user.itertuples(index=False, name=None)):
-        produced = func(dict(zip(user.columns, row)))
-        if isinstance(produced, pd.DataFrame):
-            produced = produced.to_dict("records")
-        produced = list(produced)
+
+    def produce(frame: pd.DataFrame) -> list[list[Any]]:
+        made = []
+        for row in frame.itertuples(index=False, name=None):
+            produced = func(dict(zip(frame.columns, row)))
+            made.append(produced.to_dict("records") if isinstance(produced, pd.DataFrame) else list(produced))
+        return made
+
+    for i, produced in enumerate(run_user(call, produce, user, part, func, {"apply": "flatmap"})):
         for rec in produced:
             if not isinstance(rec, Mapping):
                 raise LineageError(f"flatmap: the function must yield mappings (dicts), got {type(rec).__name__}")

@@ -35,6 +35,8 @@ from .errors import CorruptRunError, DecodeError, IncompleteRunError, RunNotFoun
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STARTED = "started.json"
+#: Written instead of a manifest when a user function failed (see hippo_dask.debug).
+FAILED = "failed.json"
 
 
 def _normalise(url: str | os.PathLike[str]) -> str:
@@ -82,6 +84,7 @@ class RunInfo:
     run_id: str
     created: float
     complete: bool
+    failed: bool = False
 
 
 class Store:
@@ -117,6 +120,10 @@ class Store:
     def fragment_dir(self, node_id: str) -> str:
         return _join(self.url, "fragments", node_id)
 
+    def code_dir(self, node_id: str) -> str:
+        """Where a node's replay copies live (pickled functions, values, fitted estimators), apart from lineage."""
+        return _join(self.url, "code", node_id)
+
     def run_dir(self, run_id: str) -> str:
         return _join(self.url, "runs", run_id)
 
@@ -147,8 +154,31 @@ class Store:
                     created = float(json.loads(read_bytes(_join(self.run_dir(run_id), STARTED)))["created"])
                 except (ValueError, KeyError):
                     created = 0.0
-            infos.append(RunInfo(run_id, created, MANIFEST in names))
+            infos.append(RunInfo(run_id, created, MANIFEST in names, FAILED in names))
         return sorted(infos, key=lambda r: (r.created, r.run_id))
+
+    def fail_run(self, run_id: str, record: Mapping[str, Any], blobs: Mapping[str, bytes]) -> None:
+        """Mark a run failed: its failure record (JSON) and the blobs it names (failing rows, code)."""
+        run_dir = self.run_dir(run_id)
+        names = {}
+        for key, data in blobs.items():
+            if data:
+                names[key] = f"failed-{key}.bin"
+                write_bytes(_join(run_dir, names[key]), data)
+        body = dict(record, blobs=names, run_id=run_id, format_version=FORMAT_VERSION)
+        write_bytes(_join(run_dir, FAILED), json.dumps(body, indent=1, default=str).encode())
+
+    def failure(self, run_id: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The failure record of a failed run and its blobs (``rows``, ``code``)."""
+        run_dir = self.run_dir(run_id)
+        fs, path = fsspec.core.url_to_fs(run_dir)
+        if not fs.exists(posixpath.join(path, FAILED)):
+            known = [r.run_id for r in self.runs() if r.failed]
+            raise RunNotFoundError(f"run {run_id!r} in {self.url} is not a failed run; failed runs here: {known[-5:] or 'none'}")
+        record = json.loads(read_bytes(_join(run_dir, FAILED)))
+        blobs = {key: read_bytes(_join(run_dir, name)) for key, name in record.get("blobs", {}).items()}
+        blobs.setdefault("code", b"")
+        return record, blobs
 
     def manifest(self, run_id: str) -> dict[str, Any]:
         """The committed manifest of ``run_id``; raises if the run is unknown or incomplete."""
@@ -158,6 +188,11 @@ class Store:
             known = [r.run_id for r in self.runs()]
             raise RunNotFoundError(f"no run {run_id!r} in {self.url}; runs here: {known[-5:] or 'none'}")
         manifest_url = _join(run_dir, MANIFEST)
+        if not fs.exists(posixpath.join(path, MANIFEST)) and fs.exists(posixpath.join(path, FAILED)):
+            raise IncompleteRunError(
+                f"run {run_id!r} in {self.url} failed: a user function raised; it answers no queries. "
+                f"hippo.debug({run_id!r}) re-runs the function on the rows it failed on"
+            )
         if not fs.exists(posixpath.join(path, MANIFEST)):
             raise IncompleteRunError(
                 f"run {run_id!r} in {self.url} has no manifest: it was killed or is still running, "

@@ -181,7 +181,7 @@ class Rebuild:
 
         from ..ml import checksum
 
-        url = _join(self.lineage.store.fragment_dir(node.id), record["path"])
+        url = _join(self.lineage.store.code_dir(node.id), record["path"])
         blob = read_bytes(url)
         if checksum(blob) != record["checksum"]:
             raise ReplayError(f"replay: {url} does not match its recorded checksum; the stored code is damaged")
@@ -232,7 +232,7 @@ class Rebuild:
         import pickle
 
         record = node.params["model"]
-        url = _join(self.lineage.store.fragment_dir(node.id), record["path"])
+        url = _join(self.lineage.store.code_dir(node.id), record["path"])
         blob = read_bytes(url)
         from ..ml import checksum
 
