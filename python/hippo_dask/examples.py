@@ -106,8 +106,8 @@ def healthcare_ml(patients: Any, histories: Any, seed: int = 0, **compute_kwargs
     >>> _ = hippo.set_store(tempfile.mkdtemp())
     >>> result = healthcare_ml(*load_healthcare()).hippo.compute()
     >>> trace = result.hippo.lineage.backward(rows=[0], columns=["prediction"])
-    >>> sorted(set(trace["patients"].cells.column))
-    ['county', 'income', 'num_children', 'race', 'smoker']
+    >>> sorted(set(trace["patients"].cells.column)), sorted(set(trace["histories"].cells.column))
+    (['county', 'income', 'num_children', 'race'], ['smoker'])
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer

@@ -609,8 +609,9 @@ class Tracked:
         recorders = {nid: data for nid, data in self.recorders.items()}
         batches, receipts, counts, classes = self.backend.gather_training(training, identity, recorders, infos, partial, y,
                                                                             compute_kwargs)
-        if not receipts.get(identity):
+        if not receipts.get(identity) and prefitted is None:
             raise LineageError("fit: the frame has no rows to fit on")
+        receipts.setdefault(identity, [])
         with_classes = classes if (partial and y is not None and is_classifier(fitted)) else None
         sample: list[pd.DataFrame] = []
 
@@ -638,7 +639,8 @@ class Tracked:
             "fit_note": ("partial_fit, one call per partition of the training rows" if partial
                          else "fit, once, on the training columns gathered into one frame"),
             "random_states": ml.random_states(estimator),
-            "model": {"path": f"{checksum}.pkl", "checksum": checksum, "bytes": len(pickled)},
+            "model": {"path": f"{checksum}.pkl", "checksum": checksum, "bytes": len(pickled),
+                      "digest": ml.fitted_digest(fitted)},
             "features": {k: list(v) for k, v in features.items()},
         }
         colmap: dict[str, tuple[tuple[int, str], ...]] = {c: ((0, c),) for c in columns}
@@ -682,7 +684,10 @@ class Tracked:
         clash = [n for n in names if n in passthrough]
         if clash:
             raise ColumnError(f"transform: output column(s) {clash} already exist in the frame; rename them first")
-        made = ml.transform_partition(model.sample, model.estimator, model.X, names, {}) if model.sample is not None else None
+        sample = model.sample
+        if sample is None and not self.is_dask and len(self.data):  # a model used as stored (sliced replay)
+            sample = P.clean(self.data)[list(model.X)].head(16)
+        made = ml.transform_partition(sample, model.estimator, model.X, names, {}) if sample is not None else None
         dtypes = {n: made[n].dtype for n in names} if made is not None else {}
         meta = ml.transform_partition(self._meta(), model.estimator, model.X, names, dtypes)
         data = self._partitionwise(ml.transform_partition, model.estimator, model.X, names, dtypes, meta=meta)
@@ -705,10 +710,18 @@ class Tracked:
             raise LineageError(f"predict: method must be predict, predict_proba, predict_log_proba or decision_function, got {method!r}")
         if not hasattr(model.estimator, method):
             raise LineageError(f"predict: {type(model.estimator).__name__} has no {method}")
-        if model.sample is None:
-            raise LineageError("predict: the model kept no sample rows to learn its output types")
-        probe = np.asarray(getattr(model.estimator, method)(model.sample[list(model.X)])).reshape(len(model.sample), -1)
+        sample = model.sample
+        if sample is None and not self.is_dask and len(self.data):  # a model used as stored (sliced replay)
+            sample = P.clean(self.data)[X].head(16).set_axis(list(model.X), axis=1)
         classes = list(getattr(model.estimator, "classes_", []))
+        if sample is not None:
+            probe = np.asarray(getattr(model.estimator, method)(sample[list(model.X)])).reshape(len(sample), -1)
+        elif not self.is_dask and not len(self.data):  # nothing to predict: types from the model alone
+            width = len(classes) if method in ("predict_proba", "predict_log_proba") and classes else 1
+            kind = np.asarray(classes).dtype if (method == "predict" and classes) else np.dtype(np.float64)
+            probe = np.zeros((0, width), dtype=kind)
+        else:
+            raise LineageError("predict: the model kept no sample rows to learn its output types")
         outs = [out] if probe.shape[1] == 1 else (
             [f"{out}_{c}" for c in classes] if len(classes) == probe.shape[1] else [f"{out}_{i}" for i in range(probe.shape[1])])
         clash = [o for o in outs if o in self.columns]

@@ -300,6 +300,38 @@ class Lineage:
         return replay(self, sources=sources, verify=verify, trust=trust, functions=functions, estimators=estimators,
                       **compute_kwargs)
 
+    def inspect(self, row: int, column: str | None = None, sources: Mapping[str, Any] | None = None,
+                trust: bool = False, functions: Mapping[str, Any] | None = None) -> Any:
+        """Operator by operator from the sources, the rows and values that fed one result value.
+
+        Traces ``row`` (and ``column``) backward, replays the pipeline on just the
+        source rows it depends on (nothing intermediate is stored at capture) and
+        returns an :class:`~hippo_dask.diagnose.inspect.Inspection`: ``print()``
+        it, or read ``.steps`` (operation, traced columns, rows). Sources,
+        ``trust`` and ``functions`` are as for :meth:`replay`.
+        """
+        from .diagnose.inspect import inspect
+
+        return inspect(self, row, column, sources=sources, trust=trust, functions=functions)
+
+    def isolate(self, test: Any, rows: Sequence[int] | None = None, sources: Mapping[str, Any] | None = None,
+                trust: bool = False, functions: Mapping[str, Any] | None = None) -> Any:
+        """Find a small set of source rows whose removal makes ``test`` pass (delta debugging, after BigSift).
+
+        ``test(frame) -> bool`` gets the result rows ``rows`` (default: all),
+        recomputed, as a DataFrame indexed by their result positions (rows that a
+        removal makes disappear are left out) and returns True while the output
+        is wrong. The search runs over the source rows those result rows depend
+        on (their backward trace), read once; each test run recomputes the rows
+        on pandas from the remaining ones, with fitted models as stored. Returns
+        an :class:`~hippo_dask.diagnose.isolate.Isolation` (``.rows`` per
+        source, ``.tests``, ``.seconds``). Sources, ``trust`` and ``functions``
+        are as for :meth:`replay`.
+        """
+        from .diagnose.isolate import isolate
+
+        return isolate(self, test, rows=rows, sources=sources, trust=trust, functions=functions)
+
     # ------------------------------------------------------------------ loading
     def _source(self, name: str) -> Mapping[str, Any]:
         if name not in self._sources:
@@ -431,6 +463,11 @@ class Lineage:
         Trace
             Source name -> :class:`TraceSet` (every source, possibly empty).
         """
+        return self._backward(rows, columns, through_models)
+
+    def _backward(self, rows: int | Sequence[int] | np.ndarray, columns: str | Sequence[str] | None = None,
+                  through_models: bool = False, keep: dict[str, dict[str, SlotRows]] | None = None) -> Trace:
+        """:meth:`backward`; with ``keep``, also every node's traced rows (column -> slot tuples)."""
         rows = self._rows(rows, self.nrows, "the result")
         cols = self._columns(columns, self.columns, "the result")
         targets = (list(self.columns) + [ROW]) if cols is None else cols
@@ -441,6 +478,8 @@ class Lineage:
             current = state.pop(node.id, None)
             if not current:
                 continue
+            if keep is not None:
+                keep[node.id] = dict(current)
             if node.op == "source":
                 row_parts, cell_parts = found[self._source_by_node[node.id]]
                 for col, t in current.items():

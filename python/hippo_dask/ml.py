@@ -194,6 +194,32 @@ def checksum(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def _canonical(value: Any, depth: int = 0) -> Any:
+    """A structure that is equal for equal fitted states (pickle bytes are not: memo layout varies)."""
+    if depth > 40:
+        return type(value).__qualname__
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return ("nd", value.shape, tuple(_canonical(v, depth + 1) for v in value.ravel()))
+        return ("nd", value.dtype.str, value.shape, hashlib.blake2b(np.ascontiguousarray(value).tobytes()).hexdigest())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_canonical(v, depth + 1) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((str(k), _canonical(v, depth + 1)) for k, v in value.items())))
+    if isinstance(value, (str, bytes, bool, int, float, type(None), np.generic)):
+        return repr(value)
+    if callable(value) and not hasattr(value, "get_params"):
+        return ("callable", getattr(value, "__module__", None), getattr(value, "__qualname__", repr(type(value))))
+    if hasattr(value, "__dict__"):
+        return (type(value).__module__, type(value).__qualname__, _canonical(vars(value), depth + 1))
+    return repr(value)
+
+
+def fitted_digest(estimator: Any) -> str:
+    """A digest of a fitted estimator's state: equal for estimators fitted alike (replay compares these)."""
+    return hashlib.blake2b(repr(_canonical(estimator)).encode(), digest_size=16).hexdigest()
+
+
 # --------------------------------------------------------------------------
 # per partition (pandas: the whole frame; Dask: on the workers)
 

@@ -145,8 +145,10 @@ class Rebuild:
 
     def __init__(self, lineage: "Lineage", sources: Mapping[str, Any] | None, trust: bool,
                  functions: Mapping[str, Callable] | None, estimators: Mapping[str, Any] | None, store: Store,
-                 subset: Mapping[str, np.ndarray] | None = None, compute_kwargs: Mapping[str, Any] | None = None) -> None:
+                 subset: Mapping[str, np.ndarray] | None = None, compute_kwargs: Mapping[str, Any] | None = None,
+                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None) -> None:
         self.lineage = lineage
+        self.loaded = loaded  # source rows read by an earlier sliced run of the same rows, reused
         self.sources = dict(sources or {})
         unknown = sorted(set(self.sources) - set(lineage.sources))
         if unknown:
@@ -259,6 +261,16 @@ class Rebuild:
         """The rows of a source a sliced replay needs, read partition by partition and checked."""
         assert self.subset is not None
         positions = np.asarray(self.subset.get(name, np.array([], dtype=np.int64)), dtype=np.int64)
+        if self.loaded is not None and name in self.loaded:
+            have_positions, have = self.loaded[name]
+            return have.iloc[np.flatnonzero(np.isin(have_positions, positions))]
+        taken = self._read_subset(name, info, frame, file, positions)
+        if self.loaded is not None:
+            self.loaded[name] = (positions, taken)
+        return taken
+
+    def _read_subset(self, name: str, info: Mapping[str, Any], frame: Any, file: Mapping[str, Any] | None,
+                     positions: np.ndarray) -> pd.DataFrame:
         counts = np.asarray(info["partition_rows"], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         if frame is None:
@@ -323,7 +335,9 @@ class Rebuild:
 
             model = training.fit(clone(estimator), X=p["X"], y=p["y"], incremental=p["fit_mode"] == "partial_fit",
                                  **self.compute_kwargs)
-            if model.checksum != p["model"]["checksum"]:
+            from ..ml import fitted_digest
+
+            if fitted_digest(model.estimator) != p["model"].get("digest"):
                 self.changes.append(Difference(describe_node(node), node.id,
                                                "the refitted estimator differs from the stored one (its training rows "
                                                "or its randomness differ)"))
@@ -510,7 +524,18 @@ def check_sliceable(lineage: "Lineage") -> None:
 
 
 def closure(lineage: "Lineage", rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-    """Per source, every row the result ``rows`` depend on (row lineage and every cell)."""
+    """Per source, every row the result ``rows`` depend on (row lineage and every cell).
+
+    Examples
+    --------
+    >>> import pandas as pd, hippo_dask as hippo, tempfile
+    >>> from hippo_dask.diagnose.replay import closure
+    >>> _ = hippo.set_store(tempfile.mkdtemp())
+    >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}).hippo.source("df")
+    >>> out = df.hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+    >>> closure(out.hippo.lineage, [0])
+    {'df': array([0, 2])}
+    """
     trace = lineage.backward(rows)
     out = {}
     for name, ts in trace.items():
@@ -529,7 +554,8 @@ class SlicedRun:
 
     def __init__(self, lineage: "Lineage", subset: Mapping[str, np.ndarray], sources: Mapping[str, Any] | None,
                  trust: bool, functions: Mapping[str, Callable] | None, keep_store: bool = False,
-                 compute_kwargs: Mapping[str, Any] | None = None) -> None:
+                 compute_kwargs: Mapping[str, Any] | None = None,
+                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None) -> None:
         from ..compute import compute
         from ..lineage import Lineage
 
@@ -539,7 +565,7 @@ class SlicedRun:
         self._dir = tempfile.mkdtemp(prefix="hippo-slice-")
         try:
             self.rebuild = Rebuild(lineage, sources, trust, functions, None, Store(self._dir), subset=self.subset,
-                                   compute_kwargs=compute_kwargs)
+                                   compute_kwargs=compute_kwargs, loaded=loaded)
             self.tracked = self.rebuild.run()
             self.result, run_id = compute(self.tracked)
             self.sliced = Lineage(Store(self._dir), run_id)
@@ -568,8 +594,11 @@ class SlicedRun:
                 column[real] = positions[column[real]]
         return out
 
-    def rows_of(self, rows: np.ndarray) -> np.ndarray:
-        """Positions in the sliced result of the original result ``rows`` (same slot values)."""
+    def rows_of(self, rows: np.ndarray, strict: bool = True) -> np.ndarray:
+        """Positions in the sliced result of the original result ``rows`` (same slot values).
+
+        ``strict=False``: a row the slice does not make (rows were removed) is -1.
+        """
         original = self.lineage._result
         rebuilt = self.sliced._result
         mine = self.translate(original, rebuilt, self.sliced.result_slots().values)
@@ -584,6 +613,9 @@ class SlicedRun:
             k = 0
             if len(candidates) > 1:  # rows with equal slots (explode, flatmap): the k-th is the k-th
                 k = int((everything[:r] == row).all(axis=1).sum())
+            if k >= len(candidates) and not strict:
+                found.append(-1)
+                continue
             if k >= len(candidates):
                 raise ReplayError(f"replay(rows=...): result row {int(r)} was not reproduced from the source rows it "
                                   "depends on; this run cannot be replayed in slices")
