@@ -176,10 +176,12 @@ def gather_training(training: Any, fit_id: str, receipt_frames: Mapping[str, Any
     found = {nid: [r for r in frame["fragment"] if r] for nid, frame in computed.items()}
     if classes is not None:
         classes = np.unique(classes.to_numpy())
+    from .ml import in_id_order
+
     if partial:
-        batches = (P.clean(part.compute(**compute_kwargs)) for part in training.partitions)
+        batches = (in_id_order(part.compute(**compute_kwargs)) for part in training.partitions)
     else:
-        batches = [P.clean(whole)]
+        batches = [in_id_order(whole)]
     return batches, found, counts, classes
 
 

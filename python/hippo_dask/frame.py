@@ -604,7 +604,7 @@ class Tracked:
         identity = token("fit", self.node.id, columns, y, mode, described, fitted)
         slot = "f" + identity[:10]
         training = self._partitionwise(ml.record_training, columns, self.store.fragment_dir(identity), identity,
-                                       meta=P.clean(self._meta())[columns])
+                                       meta=self._meta()[columns + self.node.hidden_columns])
         infos = {info.node.id: info for info in self.sources.values()}
         recorders = {nid: data for nid, data in self.recorders.items()}
         batches, receipts, counts, classes = self.backend.gather_training(training, identity, recorders, infos, partial, y,
@@ -715,7 +715,7 @@ class Tracked:
             sample = P.clean(self.data)[X].head(16).set_axis(list(model.X), axis=1)
         classes = list(getattr(model.estimator, "classes_", []))
         if sample is not None:
-            probe = np.asarray(getattr(model.estimator, method)(sample[list(model.X)])).reshape(len(sample), -1)
+            probe = np.asarray(getattr(model.estimator, method)(ml.sklearn_ready(sample[list(model.X)]))).reshape(len(sample), -1)
         elif not self.is_dask and not len(self.data):  # nothing to predict: types from the model alone
             width = len(classes) if method in ("predict_proba", "predict_log_proba") and classes else 1
             kind = np.asarray(classes).dtype if (method == "predict" and classes) else np.dtype(np.float64)

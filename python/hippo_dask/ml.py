@@ -143,6 +143,18 @@ def random_states(estimator: Any) -> dict[str, Any]:
             if k == "random_state" or k.endswith("__random_state")}
 
 
+def sklearn_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns as scikit-learn takes them: ``pd.NA`` (nullable and Arrow string dtypes, as Dask makes
+    them) becomes ``NaN``, in float columns for numbers and object columns otherwise."""
+    fixed = {}
+    for name in frame.columns:
+        col = frame[name]
+        if getattr(col.dtype, "na_value", None) is pd.NA:
+            numeric = pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
+            fixed[name] = col.to_numpy(dtype=np.float64 if numeric else object, na_value=np.nan)
+    return frame.assign(**fixed) if fixed else frame
+
+
 def _dense(values: Any) -> np.ndarray:
     return values.toarray() if hasattr(values, "toarray") else np.asarray(values)
 
@@ -232,7 +244,17 @@ def record_training(part: pd.DataFrame, columns: Sequence[str], fragment_dir: st
     """
     arrays = membership_slots(part)
     arrays[GROUP_ID] = np.zeros(len(part), dtype=np.int64)
-    return write_membership(part, arrays, fragment_dir, node_id, clean(part)[list(columns)])
+    hidden = [c for c in part.columns if c.startswith("__hippo_")]
+    return write_membership(part, arrays, fragment_dir, node_id, part[list(columns) + hidden])
+
+
+def in_id_order(part: pd.DataFrame) -> pd.DataFrame:
+    """Training rows in the order of their ids, without the ids: a distributed shuffle delivers rows in
+    a varying order, and an estimator's floating-point sums depend on it; this order never varies."""
+    hidden = [c for c in part.columns if c.startswith("__hippo_")]
+    if hidden and len(part) > 1:
+        part = part.sort_values(hidden, kind="stable")
+    return clean(part)
 
 
 def transform_partition(part: pd.DataFrame, estimator: Any, inputs: Sequence[str], names: Sequence[str],
@@ -240,7 +262,7 @@ def transform_partition(part: pd.DataFrame, estimator: Any, inputs: Sequence[str
     """Replace ``inputs`` by the estimator's output columns ``names``; other columns pass through."""
     user = clean(part)
     if len(user):
-        values = _dense(estimator.transform(user[list(inputs)]))
+        values = _dense(estimator.transform(sklearn_ready(user[list(inputs)])))
         if values.shape != (len(user), len(names)):
             raise LineageError(f"transform: {type(estimator).__name__} returned shape {values.shape}, "
                                f"expected ({len(user)}, {len(names)})")
@@ -257,7 +279,7 @@ def predict_partition(part: pd.DataFrame, estimator: Any, X: Sequence[str], mode
     """Add the estimator's predictions (``predict`` or ``predict_proba`` columns) to every row."""
     user = clean(part)
     if len(user):
-        features = user[list(X)]
+        features = sklearn_ready(user[list(X)])
         if list(X) != list(model_X):
             features = features.set_axis(list(model_X), axis=1)
         values = np.asarray(getattr(estimator, method)(features))
@@ -272,7 +294,7 @@ def fit_estimator(estimator: Any, batches: Any, X: Sequence[str], y: str | None,
                   classes: np.ndarray | None = None) -> Any:
     """Fit ``estimator`` on the training columns: one call (``fit``) or one per batch (``partial_fit``)."""
     for batch in batches:
-        features = batch[list(X)]
+        features = sklearn_ready(batch[list(X)])
         target = batch[y] if y is not None else None
         if mode == "fit":
             estimator.fit(features) if target is None else estimator.fit(features, target)

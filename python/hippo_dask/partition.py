@@ -103,7 +103,7 @@ def attach_source(part: pd.DataFrame, column: str, partition_index: int) -> pd.D
 
 
 def column_fingerprints(frame: pd.DataFrame) -> dict[str, str]:
-    """Per column, a checksum of its dtype and every value (not the index).
+    """Per column, a checksum of its dtype and every value, in order (not the index).
 
     Plain numpy columns are checksummed as bytes (~4 ns a row for 16 columns);
     others through pandas' value hashing, which does not depend on how an
@@ -117,6 +117,23 @@ def column_fingerprints(frame: pd.DataFrame) -> dict[str, str]:
             values = pd.util.hash_pandas_object(col, index=False).to_numpy()
         sums[str(name)] = f"{col.dtype}:{_core.checksum(np.ascontiguousarray(values).tobytes()):016x}"
     return sums
+
+
+def multiset_digest(frame: pd.DataFrame) -> dict[str, str]:
+    """Order-free digests of a result: of its rows (all columns together), and of each column's values.
+
+    Sums of per-value hashes, so the same rows in another order (a
+    distributed shuffle delivers them so) give the same digest; a replay
+    compares these. Keys: ``"\x00rows"`` and every column (``dtype:digest``).
+    """
+    def total(hashes: np.ndarray) -> str:
+        return f"{int(hashes.sum(dtype=np.uint64)):016x}"
+
+    out = {"\x00rows": f"{len(frame)}:{total(pd.util.hash_pandas_object(frame, index=False).to_numpy()) if frame.shape[1] else 0}"}
+    for i, name in enumerate(frame.columns):
+        col = frame.iloc[:, i]
+        out[str(name)] = f"{col.dtype}:{total(pd.util.hash_pandas_object(col, index=False).to_numpy())}"
+    return out
 
 
 def content_fingerprint(frame: pd.DataFrame) -> str:
@@ -974,7 +991,7 @@ def finish_partition(
     write_bytes(path, data)
     out = clean(part)
     receipt = {"fragment": path.rsplit("/", 1)[-1], "rows": len(part), "checksum": f"{_core.checksum(data):016x}",
-               "bytes": len(data), "digest": json.dumps(column_fingerprints(out))}
+               "bytes": len(data), "digest": json.dumps(multiset_digest(out))}
     out = out.copy(deep=False) if out is part else out
     return with_receipt(out, RESULT_RECEIPT, receipt)
 

@@ -149,10 +149,9 @@ class Rebuild:
                  loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None) -> None:
         self.lineage = lineage
         self.loaded = loaded  # source rows read by an earlier sliced run of the same rows, reused
-        self.sources = dict(sources or {})
-        unknown = sorted(set(self.sources) - set(lineage.sources))
-        if unknown:
-            raise ReplayError(f"replay: sources={unknown} are not sources of run {lineage.run_id}; its sources are {lineage.sources}")
+        # frames the run did not read are ignored (pass every frame you have); a needed one that is
+        # missing is named when it is needed
+        self.sources = {name: frame for name, frame in (sources or {}).items() if name in lineage.sources}
         self.trust = trust
         self.functions = dict(functions or {})
         self.estimators = dict(estimators or {})
@@ -463,6 +462,8 @@ def replay(lineage: "Lineage", sources: Mapping[str, Any] | None = None, verify:
     identical = old["rows"] == new["rows"] and old.get("digest") == new.get("digest") and old["columns"] == new["columns"]
     if not identical:
         changed = [c for c in new["columns"] if old.get("digest", {}).get(c) != new.get("digest", {}).get(c)]
+        if not changed and old["rows"] == new["rows"]:
+            changed = ["(the same values per column, in other combinations across rows)"]
         differences.append(Difference("result", lineage._result.id,
                                       f"{new['rows']} rows (recorded {old['rows']}); columns that differ: {changed}"))
     return ReplayReport(identical, result, run_id, lineage.run_id, differences, source_changed)
@@ -493,11 +494,19 @@ def _compare(old: "Lineage", new: "Lineage", rebuild: Rebuild) -> tuple[list[Dif
             out.append(changes[a.id])
         if a.op in MEMBERSHIP or a.spread:
             # fragment names differ between runs (slot names carry node ids): compare contents
-            (was_rows, was_ids), (now_rows, now_ids) = old.members(a), new.members(b)
-            if not (np.array_equal(was_rows.values, now_rows.values) and np.array_equal(was_ids, now_ids)):
+            # and as sets of rows: a distributed shuffle delivers the same rows in varying order
+            if _membership(old, a) != _membership(new, b):
                 what = "its training rows differ" if a.op == "fit" else "its input rows or keys differ (group membership changed)"
                 out.append(Difference(describe_node(a), a.id, what))
     return out, source_changed
+
+
+def _membership(lineage: "Lineage", node: Node) -> tuple[int, bytes]:
+    """A node's membership as an order-free value: row count and the sorted (slots, group id) rows."""
+    rows, ids = lineage.members(node)
+    table = np.column_stack([rows.values, ids]) if len(ids) else np.empty((0, rows.values.shape[1] + 1), np.int64)
+    order = np.lexsort(table.T[::-1]) if len(table) else np.array([], dtype=np.int64)
+    return len(table), np.ascontiguousarray(table[order]).tobytes()
 
 
 # ---------------------------------------------------------------------- sliced replay
@@ -624,8 +633,8 @@ class SlicedRun:
 
 
 def recorded_dtypes(lineage: "Lineage") -> dict[str, str]:
-    """The result's dtypes as recorded in its digest (``dtype:checksum`` per column)."""
-    return {c: v.rsplit(":", 1)[0] for c, v in lineage.manifest["result"].get("digest", {}).items()}
+    """The result's dtypes as recorded in its digest (``dtype:digest`` per column)."""
+    return {c: v.rsplit(":", 1)[0] for c, v in lineage.manifest["result"].get("digest", {}).items() if c in lineage.columns}
 
 
 def as_recorded(frame: pd.DataFrame, lineage: "Lineage") -> pd.DataFrame:
