@@ -274,29 +274,25 @@ class Rebuild:
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         if frame is None:
             frame = _read_file(file)
-        if hasattr(frame, "to_delayed"):  # Dask: compute only the partitions holding needed rows
+        needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
+        offsets = {int(i): positions[(positions >= starts[i]) & (positions < starts[i] + counts[i])] - starts[i] for i in needed}
+        fingerprints = info["partition_fingerprints"]
+        if hasattr(frame, "to_delayed"):  # Dask: the workers read, check and cut the partitions holding needed rows
             if frame.npartitions != len(counts):
                 raise SourceChangedError(f"replay: source {name!r} now has {frame.npartitions} partitions, the run read {len(counts)}")
-            needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
             import dask
 
-            parts = dict(zip(needed.tolist(), dask.compute(*[frame.to_delayed()[int(i)] for i in needed], **self.compute_kwargs)))
+            delayed_parts = frame.to_delayed()
+            pieces = list(dask.compute(*[dask.delayed(_take_checked)(delayed_parts[i], offsets[i], int(counts[i]),
+                                                                      fingerprints[i], name, i) for i in offsets],
+                                       **self.compute_kwargs))
         else:
             if len(frame) != counts.sum():
                 raise SourceChangedError(f"replay: source {name!r} has {len(frame)} rows, the run read {int(counts.sum())}")
-            parts = {i: frame.iloc[starts[i]:starts[i] + counts[i]] for i in range(len(counts))} if len(counts) > 1 else {0: frame}
-            needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
-        from ..partition import content_fingerprint
-
-        pieces = []
-        for i in needed.tolist():
-            part = parts[i]
-            if len(part) != counts[i] or content_fingerprint(part) != info["partition_fingerprints"][i]:
-                raise SourceChangedError(f"replay: partition {i} of source {name!r} changed since capture")
-            offsets = positions[(positions >= starts[i]) & (positions < starts[i] + counts[i])] - starts[i]
-            pieces.append(part.iloc[offsets])
+            pieces = [_take_checked(frame.iloc[starts[i]:starts[i] + counts[i]], offsets[i], int(counts[i]), fingerprints[i],
+                                    name, i) for i in offsets]
         if not pieces:
-            empty = parts[0] if parts else (frame._meta if hasattr(frame, "_meta") else frame)
+            empty = frame._meta if hasattr(frame, "_meta") else frame
             return empty.iloc[:0]
         return pd.concat(pieces) if len(pieces) > 1 else pieces[0]
 
@@ -394,6 +390,16 @@ class Rebuild:
         if op == "predict":
             return t.predict(self.models[node.inputs[1].id], X=p["X"], out=p.get("out_name", p["out"][0]), method=p["method"])
         raise ReplayError(f"replay: operation {op!r} of run {self.lineage.run_id} cannot be replayed by this version")
+
+
+def _take_checked(part: pd.DataFrame, offsets: np.ndarray, rows: int, fingerprint: str, name: str,
+                  index: int) -> pd.DataFrame:
+    """Rows ``offsets`` of source partition ``index``, after checking it is the partition the run read."""
+    from ..partition import content_fingerprint
+
+    if len(part) != rows or content_fingerprint(part) != fingerprint:
+        raise SourceChangedError(f"replay: partition {index} of source {name!r} changed since capture")
+    return part.iloc[offsets]
 
 
 class _ModelHolder:
