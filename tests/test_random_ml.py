@@ -602,6 +602,11 @@ class Run:
             raise Stop("output names clash")
         deps = oracle_column_map(model.estimator, spec, self.frames(), self.O[False]["train"].df)
         note(f"column map: {deps}")
+        if any(not deps[n] for n in names):
+            # an output no input change changes (e.g. the middle bins of a discretized 0/1 indicator): which
+            # column it is "made from" is then DESIGN's per-column rule, which perturbation cannot see
+            event("rejected: an output column that no input changes")
+            reject()
         o_models = {tm: oracle_fit(self.O[tm]["train"], None, spec.X, fitted=model.estimator) for tm in (False, True)}
         use_fit_transform = not self.backend.is_dask and self.draw(chance(0.2), label="fit_transform")
         for side in self.sides:

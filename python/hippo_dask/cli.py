@@ -5,6 +5,8 @@
     hippo show RUN                     a run's sources, operators and sizes
     hippo backward RUN ROWS [-c COL]   source cells behind result cells
     hippo forward RUN SOURCE ROWS [-c COL]   result cells reached from source cells
+    hippo replay RUN [--trust]         re-run a run from its record (file sources) and compare
+    hippo debug RUN [--trust] [--pdb]  re-run the user function of a failed run on its failing rows
 
 RUN may be ``latest``. ROWS is a comma-separated list of positions or ranges (``3,5-9``).
 """
@@ -58,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     fwd.add_argument("source")
     fwd.add_argument("rows", type=_rows)
     fwd.add_argument("-c", "--columns", action="append")
+    rep = sub.add_parser("replay", help="re-run a run from its record (its sources must be files) and compare")
+    rep.add_argument("run")
+    rep.add_argument("--trust", action="store_true", help="unpickle functions stored in the run (trusted stores only)")
+    dbg = sub.add_parser("debug", help="re-run the user function of a failed run on the rows it failed on")
+    dbg.add_argument("run")
+    dbg.add_argument("--trust", action="store_true", help="unpickle the function stored in the run (trusted stores only)")
+    dbg.add_argument("--pdb", action="store_true", help="step into the function with pdb")
     args = parser.parse_args(argv)
     try:
         if args.command in (None, "demo"):
@@ -70,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             store = Store(args.store) if args.store else get_store()
             for info in store.runs():
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created)) if info.created else "?"
-                print(f"{info.run_id}  {when}  {'complete' if info.complete else 'INCOMPLETE'}")
+                state = "complete" if info.complete else ("FAILED (hippo debug RUN)" if info.failed else "INCOMPLETE")
+                print(f"{info.run_id}  {when}  {state}")
         elif args.command == "show":
             lin = _open(args)
             print(lin)
@@ -89,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(hits.rows)} result rows, {len(hits.cells)} cells")
             if len(hits.cells):
                 print(hits.cells.to_string(index=False, max_rows=40))
+        elif args.command == "replay":
+            print(_open(args).replay(trust=args.trust))
+        elif args.command == "debug":
+            from .diagnose.debug import debug
+            from .store import Store, get_store
+
+            store = Store(args.store) if args.store else get_store()
+            out = debug(args.run, store=store, trust=args.trust, pdb=args.pdb)
+            print("the function did not raise on those rows; it returned:")
+            print(out)
     except (HippoError, KeyError) as exc:
         print(f"hippo: {exc}", file=sys.stderr)
         return 2
