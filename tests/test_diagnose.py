@@ -114,20 +114,37 @@ def _needs(lin, row, source, lo, hi) -> bool:
     return bool(((rows >= lo) & (rows < hi)).any())
 
 
-def test_replay_with_ml_on_a_local_cluster(store):
+@pytest.fixture(scope="module")
+def client():
     from distributed import Client, LocalCluster
 
-    patients, histories = examples.load_healthcare()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
-        p, h = dd.from_pandas(patients, npartitions=3, sort=False), dd.from_pandas(histories, npartitions=2, sort=False)
-        result = examples.healthcare_ml(p, h, scheduler=client).hippo.compute(scheduler=client)
-        lin = result.hippo.lineage
-        report = lin.replay(sources={"patients": p, "histories": h}, trust=True, scheduler=client)
-        assert report.identical, report
-        rows = [0, len(result) // 2, len(result) - 1]
-        sliced = lin.replay(rows=rows, sources={"patients": p, "histories": h}, trust=True, scheduler=client)
+                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def test_replay_with_ml_on_a_local_cluster(store, client):
+    patients, histories = examples.load_healthcare()
+    p, h = dd.from_pandas(patients, npartitions=3, sort=False), dd.from_pandas(histories, npartitions=2, sort=False)
+    result = examples.healthcare_ml(p, h, scheduler=client).hippo.compute(scheduler=client)
+    lin = result.hippo.lineage
+    report = lin.replay(sources={"patients": p, "histories": h}, trust=True, scheduler=client)
+    assert report.identical, report
+    rows = [0, len(result) // 2, len(result) - 1]
+    sliced = lin.replay(rows=rows, sources={"patients": p, "histories": h}, trust=True, scheduler=client)
     pd.testing.assert_frame_equal(sliced, result.iloc[rows])
+
+
+def test_isolate_on_a_local_cluster(store, client):
+    events, _ = _frames(800, seed=9)
+    bad = [17, 444]
+    events.loc[bad, ["x", "k"]] = [[500.0, 1], [400.0, 2]]
+    e = dd.from_pandas(events, npartitions=4, sort=False)
+    totals = e.hippo.source("events").hippo.filter(positive).hippo.groupby("k").agg(total=("x", "sum"))
+    result = totals.hippo.compute(scheduler=client)
+    report = result.hippo.lineage.isolate(lambda rows: bool((rows["total"] > 300).any()), sources={"events": e},
+                                          trust=True, scheduler=client)
+    assert {k: v.tolist() for k, v in report.rows.items()} == {"events": bad}
 
 
 # ---------------------------------------------------------------------- sliced replay
@@ -236,17 +253,13 @@ def test_planted_udf_failures_are_found_exactly_on_pandas(store, seed):
     assert fixed.index.tolist() == kept
 
 
-def test_planted_udf_failure_on_worker_processes(store):
-    from distributed import Client, LocalCluster
-
+def test_planted_udf_failure_on_worker_processes(store, client):
     bad = [1234, 2222]
     df = _planted(4000, bad)
     ddf = dd.from_pandas(df, npartitions=4, sort=False)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
-        t = ddf.hippo.source("df").hippo.assign(inv=inverse)
-        with pytest.raises(hippo.UserFunctionError) as info:
-            t.hippo.compute(scheduler=client)
+    t = ddf.hippo.source("df").hippo.assign(inv=inverse)
+    with pytest.raises(hippo.UserFunctionError) as info:
+        t.hippo.compute(scheduler=client)
     found = info.value.record["source_rows"]["df"]
     # the first partition that failed is narrowed: exactly its planted rows, no other row
     assert found in ([1234], [2222]), found

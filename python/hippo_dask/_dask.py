@@ -80,7 +80,8 @@ def attach_source(frame: Any, column: str, identity: str) -> tuple[Any, dict[str
                            verify_meta=False)
     facts = {"kind": "dask", "expression": frame._name, "partitions": len(partitions),
              "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
-    return data, {"counts": None, "fingerprints": None, "partitions": partitions, "identity": facts}
+    return data, {"counts": None, "fingerprints": None, "column_fingerprints": None, "partitions": partitions,
+                  "identity": facts}
 
 
 def groupby_agg(data: Any, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool) -> Any:
@@ -187,7 +188,7 @@ def gather_training(training: Any, fit_id: str, receipt_frames: Mapping[str, Any
 
 def known_facts(info: Any) -> list | None:
     """``[rows, fingerprint]`` per partition of a source, when already computed (by a fit)."""
-    if info.counts is None or info.fingerprints is None:
+    if info.counts is None or info.fingerprints is None or info.column_fingerprints is None:
         return None
-    return [[int(n), fp] for n, fp in zip(info.counts, info.fingerprints)]
+    return [[int(n), fp, cols] for n, fp, cols in zip(info.counts, info.fingerprints, info.column_fingerprints)]
 

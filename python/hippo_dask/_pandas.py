@@ -40,8 +40,9 @@ def attach_source(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, dict[
     """The source with its row ids, and what identifies it (its content fingerprint, for replay)."""
     data = P.attach_source(frame, column, 0)
     facts = {"kind": "pandas", "rows": len(frame), "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
-    return data, {"counts": (len(frame),), "fingerprints": (P.content_fingerprint(frame),), "partitions": (),
-                  "identity": facts}
+    _, combined, sums = P.partition_facts(frame)
+    return data, {"counts": (len(frame),), "fingerprints": (combined,), "column_fingerprints": (sums,),
+                  "partitions": (), "identity": facts}
 
 
 def groupby_agg(data: pd.DataFrame, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool) -> pd.DataFrame:
@@ -92,6 +93,7 @@ def gather_training(training: pd.DataFrame, fit_id: str, receipt_frames: Mapping
     """
     receipt_frames = {**receipt_frames, fit_id: training}
     receipts = {nid: [r for r in P.receipt_of(frame, nid)["fragment"] if r] for nid, frame in receipt_frames.items()}
-    counts = {nid: [[int(n), fp] for n, fp in zip(info.counts, info.fingerprints)] for nid, info in infos.items()}
+    counts = {nid: [[int(n), fp, cols] for n, fp, cols in zip(info.counts, info.fingerprints, info.column_fingerprints)]
+              for nid, info in infos.items()}
     classes = np.unique(training[y].to_numpy()) if partial and y is not None else None
     return [P.clean(training)], receipts, counts, classes

@@ -89,7 +89,7 @@ _COUNTS_META = pd.DataFrame({"node": pd.Series([], dtype=object), "counts": pd.S
 def _counts_frame(node_facts: dict[str, list]) -> pd.DataFrame:
     """``[rows, fingerprint]`` of every source partition, as a frame (so it is computed with the result's graph)."""
     return pd.DataFrame({"node": list(node_facts),
-                         "counts": [json.dumps([[int(n), str(fp)] for n, fp in v]) for v in node_facts.values()]},
+                         "counts": [json.dumps([[int(f[0]), str(f[1]), dict(f[2])] for f in v]) for v in node_facts.values()]},
                         columns=["node", "counts"]).astype(object)
 
 
@@ -98,7 +98,7 @@ def _facts_of_frame(table: pd.DataFrame) -> dict[str, list]:
 
 
 def _source_counts_of_frame(table: pd.DataFrame, slot_nodes: dict[str, str]) -> dict[str, list[int]]:
-    counts = {nid: [n for n, _ in facts] for nid, facts in _facts_of_frame(table).items()}
+    counts = {nid: [f[0] for f in facts] for nid, facts in _facts_of_frame(table).items()}
     return _source_counts(counts, slot_nodes)
 
 
@@ -205,8 +205,9 @@ def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: An
                 raise _failed(tracked, infos, error, run_id, compute_kwargs) from error.original
         node_facts = _facts_of_frame(counts_table)
     else:
-        node_facts = {nid: [[n, fp] for n, fp in zip(info.counts, info.fingerprints)] for nid, info in infos.items()}
-    node_counts = {nid: [int(n) for n, _ in facts] for nid, facts in node_facts.items()}
+        node_facts = {nid: [[n, fp, cols] for n, fp, cols in zip(info.counts, info.fingerprints, info.column_fingerprints)]
+                      for nid, info in infos.items()}
+    node_counts = {nid: [int(f[0]) for f in facts] for nid, facts in node_facts.items()}
     if not tracked.is_dask:
         finished = P.finish_partition(tracked.data, _source_counts(node_counts, slot_nodes), result_path)
         receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
@@ -242,7 +243,8 @@ def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: An
                 "identity": dict(info.identity),
                 "columns": list(info.columns),
                 "partition_rows": [int(c) for c in node_counts[nid]],
-                "partition_fingerprints": [fp for _, fp in node_facts[nid]],
+                "partition_fingerprints": [f[1] for f in node_facts[nid]],
+                "partition_column_fingerprints": [f[2] for f in node_facts[nid]],
                 "rows": int(sum(node_counts[nid])),
             }
             for nid, info in infos.items()

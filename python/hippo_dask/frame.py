@@ -55,6 +55,7 @@ class SourceInfo:
     columns: tuple[str, ...]
     counts: tuple[int, ...] | None = None  # pandas: known at once
     fingerprints: tuple[str, ...] | None = None  # content checksum per partition (known with the counts)
+    column_fingerprints: tuple[dict[str, str], ...] | None = None  # the same, per column
     partitions: tuple[Any, ...] = ()  # Dask: delayed id-attaching tasks, one per partition
     identity: Mapping[str, Any] = field(default_factory=dict)  # what the source was, for the manifest
 
@@ -203,6 +204,7 @@ class Tracked:
             identity_facts["file"] = dict(file)
         facts = dict(facts, identity=identity_facts)
         info = SourceInfo(name, node, columns, counts=facts["counts"], fingerprints=facts["fingerprints"],
+                          column_fingerprints=facts["column_fingerprints"],
                           partitions=facts["partitions"],
                           identity=facts["identity"])
         return Tracked(data, node, store, {column: info})
@@ -647,8 +649,9 @@ class Tracked:
         colmap[ROW] = ((0, ROW),)
         node = Node(id=identity, op="fit", inputs=(self.node,), columns=tuple(columns), colmap=colmap, slots=(slot,),
                     slot_from=({},), new_slot=slot, slot_origin={slot: identity}, params=params)
-        sources = {col: replace(info, counts=tuple(n for n, _ in counts[info.node.id]),
-                                fingerprints=tuple(fp for _, fp in counts[info.node.id]))
+        sources = {col: replace(info, counts=tuple(f[0] for f in counts[info.node.id]),
+                                fingerprints=tuple(f[1] for f in counts[info.node.id]),
+                                column_fingerprints=tuple(f[2] for f in counts[info.node.id]))
                    for col, info in self.sources.items()}
         return ml.Model(
             estimator=fitted, X=tuple(X), y=y, node=node, store=self.store, fit_mode=mode, checksum=checksum,

@@ -301,7 +301,7 @@ class Lineage:
                       **compute_kwargs)
 
     def inspect(self, row: int, column: str | None = None, sources: Mapping[str, Any] | None = None,
-                trust: bool = False, functions: Mapping[str, Any] | None = None) -> Any:
+                trust: bool = False, functions: Mapping[str, Any] | None = None, **compute_kwargs: Any) -> Any:
         """Operator by operator from the sources, the rows and values that fed one result value.
 
         Traces ``row`` (and ``column``) backward, replays the pipeline on just the
@@ -312,10 +312,10 @@ class Lineage:
         """
         from .diagnose.inspect import inspect
 
-        return inspect(self, row, column, sources=sources, trust=trust, functions=functions)
+        return inspect(self, row, column, sources=sources, trust=trust, functions=functions, **compute_kwargs)
 
     def isolate(self, test: Any, rows: Sequence[int] | None = None, sources: Mapping[str, Any] | None = None,
-                trust: bool = False, functions: Mapping[str, Any] | None = None) -> Any:
+                trust: bool = False, functions: Mapping[str, Any] | None = None, **compute_kwargs: Any) -> Any:
         """Find a small set of source rows whose removal makes ``test`` pass (delta debugging, after BigSift).
 
         ``test(frame) -> bool`` gets the result rows ``rows`` (default: all),
@@ -325,12 +325,12 @@ class Lineage:
         on (their backward trace), read once; each test run recomputes the rows
         on pandas from the remaining ones, with fitted models as stored. Returns
         an :class:`~hippo_dask.diagnose.isolate.Isolation` (``.rows`` per
-        source, ``.tests``, ``.seconds``). Sources, ``trust`` and ``functions``
-        are as for :meth:`replay`.
+        source, ``.tests``, ``.seconds``). Sources, ``trust``, ``functions`` and
+        ``compute_kwargs`` (for reading Dask sources) are as for :meth:`replay`.
         """
         from .diagnose.isolate import isolate
 
-        return isolate(self, test, rows=rows, sources=sources, trust=trust, functions=functions)
+        return isolate(self, test, rows=rows, sources=sources, trust=trust, functions=functions, **compute_kwargs)
 
     # ------------------------------------------------------------------ loading
     def _source(self, name: str) -> Mapping[str, Any]:

@@ -124,16 +124,18 @@ def multiset_digest(frame: pd.DataFrame) -> dict[str, str]:
 
     Sums of per-value hashes, so the same rows in another order (a
     distributed shuffle delivers them so) give the same digest; a replay
-    compares these. Keys: ``"\x00rows"`` and every column (``dtype:digest``).
+    compares these. Each column is hashed once; a row's hash mixes its
+    columns' hashes. Keys: ``"\x00rows"`` and every column (``dtype:digest``).
     """
-    def total(hashes: np.ndarray) -> str:
-        return f"{int(hashes.sum(dtype=np.uint64)):016x}"
-
-    out = {"\x00rows": f"{len(frame)}:{total(pd.util.hash_pandas_object(frame, index=False).to_numpy()) if frame.shape[1] else 0}"}
-    for i, name in enumerate(frame.columns):
-        col = frame.iloc[:, i]
-        out[str(name)] = f"{col.dtype}:{total(pd.util.hash_pandas_object(col, index=False).to_numpy())}"
-    return out
+    rows = np.zeros(len(frame), dtype=np.uint64)
+    out = {}
+    with np.errstate(over="ignore"):
+        for i, name in enumerate(frame.columns):
+            col = frame.iloc[:, i]
+            hashes = pd.util.hash_pandas_object(col, index=False).to_numpy()
+            out[str(name)] = f"{col.dtype}:{int(hashes.sum(dtype=np.uint64)):016x}"
+            rows = (rows ^ hashes) * _MIX + np.uint64(i + 1)
+    return {"\x00rows": f"{len(frame)}:{int(rows.sum(dtype=np.uint64)):016x}", **out}
 
 
 def content_fingerprint(frame: pd.DataFrame) -> str:
@@ -142,13 +144,21 @@ def content_fingerprint(frame: pd.DataFrame) -> str:
     Recorded per source partition, so a replay can tell which partition of a
     source changed since capture.
     """
-    sums = column_fingerprints(frame)
+    return combined_fingerprint(column_fingerprints(frame))
+
+
+def combined_fingerprint(sums: Mapping[str, str]) -> str:
+    """The one fingerprint of a frame, from its per-column fingerprints (names and order included)."""
     return f"{_core.checksum(chr(0).join(f'{k}={v}' for k, v in sums.items()).encode()):016x}"
 
 
 def partition_facts(part: pd.DataFrame) -> list:
-    """``[rows, fingerprint]`` of one source partition (user columns only)."""
-    return [int(len(part)), content_fingerprint(clean(part))]
+    """``[rows, fingerprint, per-column fingerprints]`` of one source partition (user columns only).
+
+    Per column too, so a replay that reads only some columns can check just those.
+    """
+    sums = column_fingerprints(clean(part))
+    return [int(len(part)), combined_fingerprint(sums), sums]
 
 
 # --------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class Inspection:
 
 
 def inspect(lineage: "Lineage", row: int, column: str | None = None, sources: Mapping[str, Any] | None = None,
-            trust: bool = False, functions: Mapping[str, Callable] | None = None) -> Inspection:
+            trust: bool = False, functions: Mapping[str, Callable] | None = None, **compute_kwargs: Any) -> Inspection:
     """See :meth:`hippo_dask.Lineage.inspect`.
 
     Examples
@@ -85,7 +85,8 @@ def inspect(lineage: "Lineage", row: int, column: str | None = None, sources: Ma
     check_sliceable(lineage)
     states: dict[str, dict[str, Any]] = {}
     lineage._backward([row], None if column is None else [column], keep=states)
-    run = SlicedRun(lineage, closure(lineage, [row]), sources, trust, functions)
+    run = SlicedRun(lineage, closure(lineage, [row]), sources, trust, functions, prune=False,  # show every column
+                    compute_kwargs=compute_kwargs)
     story = Inspection(lineage.run_id, int(row), column)
     for node in lineage._order:
         traced = states.get(node.id)

@@ -55,7 +55,7 @@ class Isolation:
 
 def isolate(lineage: "Lineage", test: Callable[[pd.DataFrame], bool], rows: Sequence[int] | None = None,
             sources: Mapping[str, Any] | None = None, trust: bool = False,
-            functions: Mapping[str, Callable] | None = None) -> Isolation:
+            functions: Mapping[str, Callable] | None = None, **compute_kwargs: Any) -> Isolation:
     """See :meth:`hippo_dask.Lineage.isolate`.
 
     Examples
@@ -81,7 +81,7 @@ def isolate(lineage: "Lineage", test: Callable[[pd.DataFrame], bool], rows: Sequ
         runs += 1
         keep = {name: np.array([p for p in positions if (name, int(p)) not in removed], dtype=np.int64)
                 for name, positions in candidates.items()}
-        run = SlicedRun(lineage, keep, sources, trust, functions, loaded=loaded)
+        run = SlicedRun(lineage, keep, sources, trust, functions, loaded=loaded, compute_kwargs=compute_kwargs)
         found = run.rows_of(asked, strict=False)
         present = found >= 0
         frame = run.result.iloc[found[present]].copy()

@@ -28,7 +28,7 @@ import pandas as pd
 from ..errors import ReplayError, SourceChangedError
 from ..identity import function_token
 from ..lin import from_description
-from ..plan import MEMBERSHIP, Node
+from ..plan import APPLY_MODEL, MEMBERSHIP, ROW, Node
 from ..store import Store, _join, read_bytes
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Rebuild:
     def __init__(self, lineage: "Lineage", sources: Mapping[str, Any] | None, trust: bool,
                  functions: Mapping[str, Callable] | None, estimators: Mapping[str, Any] | None, store: Store,
                  subset: Mapping[str, np.ndarray] | None = None, compute_kwargs: Mapping[str, Any] | None = None,
-                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None) -> None:
+                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None, prune: bool = True) -> None:
         self.lineage = lineage
         self.loaded = loaded  # source rows read by an earlier sliced run of the same rows, reused
         # frames the run did not read are ignored (pass every frame you have); a needed one that is
@@ -157,6 +157,7 @@ class Rebuild:
         self.estimators = dict(estimators or {})
         self.store = store
         self.subset = subset
+        self.columns = used_source_columns(lineage) if subset is not None and prune else {}
         self.compute_kwargs = dict(compute_kwargs or {})
         self.records = {r["id"]: r for r in lineage.manifest["nodes"]}
         self.tracked: dict[str, Tracked] = {}
@@ -276,25 +277,33 @@ class Rebuild:
             frame = _read_file(file)
         needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
         offsets = {int(i): positions[(positions >= starts[i]) & (positions < starts[i] + counts[i])] - starts[i] for i in needed}
-        fingerprints = info["partition_fingerprints"]
+        meta = frame._meta if hasattr(frame, "_meta") else frame.iloc[:0]
+        # Only the columns the rows' values and existence depend on are read and checked; the
+        # others are placeholders (never reaching a value the slice returns). Runs recorded
+        # without per-column fingerprints are read and checked whole.
+        per_column = info.get("partition_column_fingerprints")
+        used = [c for c in meta.columns if c in self.columns.get(name, set(meta.columns))] if per_column else list(meta.columns)
+        used = used or list(meta.columns[:1])
+        if per_column:
+            checks = [{c: per_column[i][c] for c in used} for i in range(len(counts))]
+        else:
+            checks = list(info["partition_fingerprints"])
         if hasattr(frame, "to_delayed"):  # Dask: the workers read, check and cut the partitions holding needed rows
             if frame.npartitions != len(counts):
                 raise SourceChangedError(f"replay: source {name!r} now has {frame.npartitions} partitions, the run read {len(counts)}")
             import dask
 
-            delayed_parts = frame.to_delayed()
+            delayed_parts = (frame[used] if len(used) < len(meta.columns) else frame).to_delayed()
             pieces = list(dask.compute(*[dask.delayed(_take_checked)(delayed_parts[i], offsets[i], int(counts[i]),
-                                                                      fingerprints[i], name, i) for i in offsets],
+                                                                      checks[i], name, i) for i in offsets],
                                        **self.compute_kwargs))
         else:
             if len(frame) != counts.sum():
                 raise SourceChangedError(f"replay: source {name!r} has {len(frame)} rows, the run read {int(counts.sum())}")
-            pieces = [_take_checked(frame.iloc[starts[i]:starts[i] + counts[i]], offsets[i], int(counts[i]), fingerprints[i],
+            pieces = [_take_checked(frame.iloc[starts[i]:starts[i] + counts[i]][used], offsets[i], int(counts[i]), checks[i],
                                     name, i) for i in offsets]
-        if not pieces:
-            empty = frame._meta if hasattr(frame, "_meta") else frame
-            return empty.iloc[:0]
-        return pd.concat(pieces) if len(pieces) > 1 else pieces[0]
+        taken = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else meta[used].iloc[:0])
+        return _with_placeholders(taken, meta)
 
     # -- operations
     def run(self) -> "Tracked":
@@ -392,14 +401,92 @@ class Rebuild:
         raise ReplayError(f"replay: operation {op!r} of run {self.lineage.run_id} cannot be replayed by this version")
 
 
-def _take_checked(part: pd.DataFrame, offsets: np.ndarray, rows: int, fingerprint: str, name: str,
+def _take_checked(part: pd.DataFrame, offsets: np.ndarray, rows: int, fingerprint: Any, name: str,
                   index: int) -> pd.DataFrame:
-    """Rows ``offsets`` of source partition ``index``, after checking it is the partition the run read."""
-    from ..partition import content_fingerprint
+    """Rows ``offsets`` of source partition ``index``, after checking it is the partition the run read.
 
-    if len(part) != rows or content_fingerprint(part) != fingerprint:
+    ``fingerprint`` is the whole partition's, or a dict of the fingerprints of the columns read.
+    """
+    from ..partition import column_fingerprints, content_fingerprint
+
+    if isinstance(fingerprint, dict):
+        same = column_fingerprints(part[list(fingerprint)]) == fingerprint
+    else:
+        same = content_fingerprint(part) == fingerprint
+    if len(part) != rows or not same:
         raise SourceChangedError(f"replay: partition {index} of source {name!r} changed since capture")
     return part.iloc[offsets]
+
+
+def _with_placeholders(taken: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """``taken`` with the source's other columns as placeholders (zeros / missing), in the source's order."""
+    n = len(taken)
+    missing = {}
+    for c in meta.columns:
+        if c in taken.columns:
+            continue
+        dtype = meta[c].dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
+            missing[c] = np.zeros(n, dtype=dtype)
+        else:
+            missing[c] = pd.array([None] * n, dtype=dtype)
+    if not missing:
+        return taken
+    return taken.assign(**missing)[list(meta.columns)]
+
+
+def used_source_columns(lineage: "Lineage") -> dict[str, set[str]]:
+    """Per source, the columns the result's values and rows depend on (a static walk of the plan).
+
+    From the result's columns (and its rows) back to the sources through each
+    operation's column map, adding the columns that decide which rows exist
+    (filter reads, dropna / drop_duplicates subsets, sort and split keys,
+    exploded columns, merge and group-by keys). Group-bys and fitted models
+    read all their inputs (an aggregation over a placeholder could fail). Model
+    dependencies are not followed: a sliced replay uses models as stored.
+    """
+    needed: dict[str, set[str]] = {lineage._result.id: set(lineage._result.columns) | {ROW}}
+    for node in reversed(lineage._order):
+        want = needed.get(node.id)
+        if not want or node.op == "source":
+            continue
+        inputs: list[set[str]] = [set() for _ in node.inputs]
+        outputs = set(want)
+        if node.op in ("groupby", "transform") or node.op in APPLY_MODEL:
+            outputs |= set(node.columns)
+        for column in outputs:
+            for k, source_column in node.colmap.get(column, ()):
+                if k not in node.model_inputs:
+                    inputs[k].add(source_column)
+        if ROW in want:
+            for k, column in _row_reads(node):
+                inputs[k].add(column)
+        for k, parent in enumerate(node.inputs):
+            if inputs[k] and k not in node.model_inputs:
+                needed.setdefault(parent.id, set()).update(inputs[k])
+    return {lineage._source_by_node[n.id]: needed.get(n.id, set()) - {ROW} for n in lineage._order if n.op == "source"}
+
+
+def _row_reads(node: Node) -> list[tuple[int, str]]:
+    """(input, column) pairs an operation reads to decide which rows it keeps, makes or orders."""
+    p, every = node.params, list(node.inputs[0].columns) if node.inputs else []
+    if node.op in ("filter", "flatmap"):
+        return [(0, c) for c in (p.get("reads") if p.get("reads") is not None else every)]
+    if node.op in ("dropna", "drop_duplicates"):
+        return [(0, c) for c in p.get("subset") or every]
+    if node.op == "sort_values":
+        return [(0, c) for c in p["by"]]
+    if node.op == "split":
+        return [(0, c) for c in p["by"]]
+    if node.op == "explode":
+        return [(0, c) for c in p["column"]]
+    if node.op in ("groupby", "transform"):
+        return [(0, c) for c in p["keys"]]
+    if node.op == "merge":
+        return [(0, c) for c in p["left_on"]] + [(1, c) for c in p["right_on"]]
+    if node.op in ("map", "assign") and node.spread:
+        return [(0, c) for c in every]
+    return []
 
 
 class _ModelHolder:
@@ -432,7 +519,7 @@ def _check_fingerprints(name: str, info: Mapping[str, Any], frame: Any, compute_
         import dask
 
         facts = dask.compute(*[dask.delayed(partition_facts)(part) for part in frame.to_delayed()], **compute_kwargs)
-        got_counts, got = [n for n, _ in facts], [fp for _, fp in facts]
+        got_counts, got = [f[0] for f in facts], [f[1] for f in facts]
     else:
         if len(frame) != sum(counts):
             raise SourceChangedError(f"replay: source {name!r} has {len(frame)} rows, the run read {sum(counts)}")
@@ -570,7 +657,7 @@ class SlicedRun:
     def __init__(self, lineage: "Lineage", subset: Mapping[str, np.ndarray], sources: Mapping[str, Any] | None,
                  trust: bool, functions: Mapping[str, Callable] | None, keep_store: bool = False,
                  compute_kwargs: Mapping[str, Any] | None = None,
-                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None) -> None:
+                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None, prune: bool = True) -> None:
         from ..compute import compute
         from ..lineage import Lineage
 
@@ -580,7 +667,7 @@ class SlicedRun:
         self._dir = tempfile.mkdtemp(prefix="hippo-slice-")
         try:
             self.rebuild = Rebuild(lineage, sources, trust, functions, None, Store(self._dir), subset=self.subset,
-                                   compute_kwargs=compute_kwargs, loaded=loaded)
+                                   compute_kwargs=compute_kwargs, loaded=loaded, prune=prune)
             self.tracked = self.rebuild.run()
             self.result, run_id = compute(self.tracked)
             self.sliced = Lineage(Store(self._dir), run_id)
