@@ -344,3 +344,35 @@ def test_sort_is_stable_so_dedupe_after_it_keeps_the_first_tie(store):
     a = pd.DataFrame({"k": [0, 0, 0, 0], "x": [1, 1, 0, 0], "y": [np.nan] * 4, "z": ["p"] * 4})
     res = a.hippo.source("a").hippo.sort_values("x").hippo.drop_duplicates(subset=["k"]).hippo.compute()
     assert res.hippo.lineage.backward(rows=[0])["a"].rows.tolist() == [2]
+
+
+@pytest.mark.parametrize("backend", ["pandas", "dask"])
+def test_sources_and_results_with_unhashable_values(store, backend):
+    """Found writing the ML tests: a source with list values could not be fingerprinted (pandas hashes
+    no lists), so .source() raised. Fingerprints and result digests hash such values by their repr."""
+    import dask.dataframe as dd
+
+    import dask
+
+    raw = pd.DataFrame({"k": [1, 2, 1], "l": [[1, 2], [], [3]], "d": [{"a": 1}, {"b": 2}, None]})
+    with dask.config.set({"dataframe.convert-string": False}):  # else Dask itself turns the lists into text
+        _unhashable_values(raw, backend)
+
+
+def _unhashable_values(raw, backend):
+    import dask.dataframe as dd
+
+    frame = raw if backend == "pandas" else dd.from_pandas(raw, npartitions=2, sort=False)
+    t = frame.hippo.source("raw").hippo.filter(lambda p: p.k > 0)
+    result = t.hippo.compute(scheduler="sync")
+    assert result["l"].tolist() == raw["l"].tolist()
+    lin = result.hippo.lineage
+    assert lin.backward(rows=[2], columns=["l"])["raw"].rows.tolist() == [2]
+    assert lin.replay(sources={"raw": frame}, trust=True, scheduler="sync").identical
+    edited = raw.copy()
+    edited.at[1, "l"] = [9]
+    with pytest.raises(hippo.SourceChangedError):
+        lin.replay(sources={"raw": edited if backend == "pandas" else dd.from_pandas(edited, npartitions=2, sort=False)},
+                   trust=True, scheduler="sync")
+    exploded = t.hippo.explode("l").hippo.compute(scheduler="sync")
+    assert exploded.hippo.lineage.backward(rows=[0])["raw"].rows.tolist() == [0]

@@ -119,3 +119,24 @@ def test_ml_errors_are_clear(tmp_path):
         src.hippo.predict(model)
     with pytest.raises(hippo.LineageError, match="test_size"):
         src.hippo.split(test_size=1.5)
+
+
+def test_transform_and_predict_after_explode_keep_rows_in_place(tmp_path):
+    """An exploded partition repeats index labels: outputs must go by position, never by label."""
+    hippo.set_store(tmp_path)
+    raw = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "l": [[1, 2], [3], [4, 5, 6], [7]], "y": [0, 1, 0, 1]})
+    src = raw.hippo.source("raw").hippo.explode("l").hippo.astype({"l": "float64"})
+    scaler = src.hippo.fit(StandardScaler(), X=["a", "l"])
+    model = src.hippo.transform(scaler).hippo.fit(LogisticRegression(), X=["a", "l"], y="y")
+    result = src.hippo.transform(scaler).hippo.predict(model, out="pred").hippo.compute()
+    exploded = raw.explode("l").astype({"l": "float64"})
+    expected = scaler.estimator.transform(exploded[["a", "l"]])
+    np.testing.assert_allclose(result[["a", "l"]].to_numpy(), expected)
+    np.testing.assert_array_equal(result["pred"].to_numpy(), model.estimator.predict(result[["a", "l"]]))
+    o = OracleFrame.source(raw, "raw").explode("l")
+    o = o.with_values(o.df.astype({"l": "float64"}))
+    o_scaler = oracle_fit(o, None, ["a", "l"], fitted=scaler.estimator)
+    transformed = oracle_transform(o, o_scaler, through_models=True, values_from=o.df)
+    expected = oracle_predict(transformed, oracle_fit(transformed, None, ["a", "l"], "y", fitted=model.estimator), "pred",
+                              through_models=True)
+    assert hippo_records(result, through_models=True) == oracle_records(expected)

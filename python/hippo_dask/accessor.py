@@ -93,8 +93,10 @@ def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int
     """
     n = len(frame)
     rows = np.arange(n) if n <= _FINGERPRINT_ROWS else np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
-    sample = frame.iloc[rows][list(columns)].set_axis(pd.Index(rows), axis=0)  # each row hashed with its position
-    hashed = pd.util.hash_pandas_object(sample, index=True).to_numpy()
+    from .partition import row_hashes
+
+    sample = frame.iloc[rows][list(columns)]
+    hashed = row_hashes(sample, positions=rows)  # each row hashed with its position
     return n, f"{int(hashed.sum(dtype=np.uint64)):016x}"
 
 

@@ -266,11 +266,13 @@ def transform_partition(part: pd.DataFrame, estimator: Any, inputs: Sequence[str
         if values.shape != (len(user), len(names)):
             raise LineageError(f"transform: {type(estimator).__name__} returned shape {values.shape}, "
                                f"expected ({len(user)}, {len(names)})")
-        made = pd.DataFrame(values, columns=list(names), index=user.index)
+        made = pd.DataFrame(values, columns=list(names))
         made = made.astype({n: dtypes[n] for n in names if made[n].dtype != dtypes[n]}) if dtypes else made
+        columns = {n: made[n].to_numpy() for n in names}
     else:
-        made = pd.DataFrame({n: pd.Series([], dtype=dtypes.get(n, np.float64)) for n in names}, index=user.index)
-    out = pd.concat([user.drop(columns=list(inputs)), made], axis=1)
+        columns = {n: np.array([], dtype=dtypes.get(n, np.float64)) for n in names}
+    # by position (arrays), never by index label: a partition's index may repeat labels (explode)
+    out = user.drop(columns=list(inputs)).assign(**columns)
     return reattach(out, part)
 
 
@@ -284,9 +286,9 @@ def predict_partition(part: pd.DataFrame, estimator: Any, X: Sequence[str], mode
             features = features.set_axis(list(model_X), axis=1)
         values = np.asarray(getattr(estimator, method)(features))
         values = values.reshape(len(user), -1)
-        made = {o: pd.Series(values[:, i], index=user.index).astype(dtypes[o]) for i, o in enumerate(outs)}
+        made = {o: values[:, i].astype(dtypes[o]) for i, o in enumerate(outs)}  # arrays: by position
     else:
-        made = {o: pd.Series([], dtype=dtypes[o], index=user.index) for o in outs}
+        made = {o: np.array([], dtype=dtypes[o]) for o in outs}
     return reattach(user.assign(**made), part)
 
 

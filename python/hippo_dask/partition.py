@@ -102,6 +102,14 @@ def attach_source(part: pd.DataFrame, column: str, partition_index: int) -> pd.D
     return part.assign(**{column: source_ids(partition_index, len(part))})
 
 
+def _value_hashes(col: pd.Series) -> np.ndarray:
+    """pandas' per-value hashes; values it cannot hash (lists, dicts in object columns) by their repr."""
+    try:
+        return pd.util.hash_pandas_object(col, index=False).to_numpy()
+    except TypeError:
+        return pd.util.hash_pandas_object(col.map(repr).astype(object), index=False).to_numpy()
+
+
 def column_fingerprints(frame: pd.DataFrame) -> dict[str, str]:
     """Per column, a checksum of its dtype and every value, in order (not the index).
 
@@ -114,7 +122,7 @@ def column_fingerprints(frame: pd.DataFrame) -> dict[str, str]:
         col = frame.iloc[:, i]
         values = col.to_numpy() if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biufcmM" else None
         if values is None:
-            values = pd.util.hash_pandas_object(col, index=False).to_numpy()
+            values = _value_hashes(col)
         sums[str(name)] = f"{col.dtype}:{_core.checksum(np.ascontiguousarray(values).tobytes()):016x}"
     return sums
 
@@ -127,15 +135,29 @@ def multiset_digest(frame: pd.DataFrame) -> dict[str, str]:
     compares these. Each column is hashed once; a row's hash mixes its
     columns' hashes. Keys: ``"\x00rows"`` and every column (``dtype:digest``).
     """
-    rows = np.zeros(len(frame), dtype=np.uint64)
-    out = {}
-    with np.errstate(over="ignore"):
-        for i, name in enumerate(frame.columns):
-            col = frame.iloc[:, i]
-            hashes = pd.util.hash_pandas_object(col, index=False).to_numpy()
-            out[str(name)] = f"{col.dtype}:{int(hashes.sum(dtype=np.uint64)):016x}"
-            rows = (rows ^ hashes) * _MIX + np.uint64(i + 1)
+    out: dict[str, str] = {}
+    rows = row_hashes(frame, columns_out=out)
     return {"\x00rows": f"{len(frame)}:{int(rows.sum(dtype=np.uint64)):016x}", **out}
+
+
+def row_hashes(frame: pd.DataFrame, positions: np.ndarray | None = None,
+               columns_out: dict[str, str] | None = None) -> np.ndarray:
+    """A uint64 hash of every row's values (mixing each column's value hashes; lists and dicts by repr).
+
+    ``positions`` mixes each row's position in too; ``columns_out`` receives
+    each column's order-free digest (``dtype:sum of its value hashes``).
+    """
+    rows = np.zeros(len(frame), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        if positions is not None:
+            rows = rows ^ np.asarray(positions, dtype=np.int64).view(np.uint64)
+        for i in range(frame.shape[1]):
+            col = frame.iloc[:, i]
+            hashes = _value_hashes(col)
+            if columns_out is not None:
+                columns_out[str(frame.columns[i])] = f"{col.dtype}:{int(hashes.sum(dtype=np.uint64)):016x}"
+            rows = (rows ^ hashes) * _MIX + np.uint64(i + 1)
+    return rows
 
 
 def content_fingerprint(frame: pd.DataFrame) -> str:
