@@ -299,3 +299,22 @@ def test_isolate_across_a_merge_removes_a_smallest_set(store):
     found = {k: v.tolist() for k, v in report.rows.items()}
     # removing the bad event, or the one user row every such event joins: both make the rows pass
     assert found in ({"events": [bad]}, {"users": [int(events.loc[bad, "k"])]}), found
+
+
+def test_shell_lists_failed_runs_replays_and_debugs(store, tmp_path, capsys):
+    from hippo_dask.cli import main
+
+    df = _planted(50, [7])
+    path = tmp_path / "df.parquet"
+    df.to_parquet(path)
+    ok = hippo.read_parquet(path, name="df").hippo.filter(positive).hippo.compute()
+    with pytest.raises(hippo.UserFunctionError) as info:
+        hippo.read_parquet(path, name="df").hippo.assign(inv=inverse)
+    assert main(["--store", store.url, "runs"]) == 0
+    out = capsys.readouterr().out
+    assert f"{info.value.run_id}" in out and "FAILED" in out and "complete" in out
+    assert main(["--store", store.url, "replay", ok.hippo.lineage.run_id]) == 0  # no lambda: no trust needed
+    assert ": identical" in capsys.readouterr().out
+    with pytest.raises(ZeroDivisionError):
+        main(["--store", store.url, "debug", info.value.run_id])
+    assert main(["--store", store.url, "backward", ok.hippo.lineage.run_id, "0", "--through-models"]) == 0

@@ -55,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument("run")
     back.add_argument("rows", type=_rows)
     back.add_argument("-c", "--columns", action="append")
+    back.add_argument("--through-models", action="store_true", help="also follow fitted models to their training rows")
     fwd = sub.add_parser("forward", help="trace source cells forward to result cells")
     fwd.add_argument("run")
     fwd.add_argument("source")
     fwd.add_argument("rows", type=_rows)
     fwd.add_argument("-c", "--columns", action="append")
+    fwd.add_argument("--through-models", action="store_true", help="also follow training rows into what models made")
     rep = sub.add_parser("replay", help="re-run a run from its record (its sources must be files) and compare")
     rep.add_argument("run")
     rep.add_argument("--trust", action="store_true", help="unpickle functions stored in the run (trusted stores only)")
@@ -89,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             for node in lin.manifest["nodes"]:
                 print(f"  {node['id'][:8]} {node['op']:<16} <- {[i[:8] for i in node['inputs']]}  columns={node['columns']}")
         elif args.command == "backward":
-            trace = _open(args).backward(args.rows, args.columns)
+            trace = _open(args).backward(args.rows, args.columns, through_models=args.through_models)
             for name, ts in trace.items():
                 print(f"{name}: {len(ts.rows)} rows, {len(ts.cells)} cells")
                 if len(ts.cells):
                     print(ts.cells.to_string(index=False, max_rows=40))
         elif args.command == "forward":
-            hits = _open(args).forward(args.source, args.rows, args.columns)
+            hits = _open(args).forward(args.source, args.rows, args.columns, through_models=args.through_models)
             print(f"{len(hits.rows)} result rows, {len(hits.cells)} cells")
             if len(hits.cells):
                 print(hits.cells.to_string(index=False, max_rows=40))
