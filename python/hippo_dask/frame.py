@@ -725,8 +725,12 @@ class Tracked:
             probe = np.zeros((0, width), dtype=kind)
         else:
             raise LineageError("predict: the model kept no sample rows to learn its output types")
-        outs = [out] if probe.shape[1] == 1 else (
-            [f"{out}_{c}" for c in classes] if len(classes) == probe.shape[1] else [f"{out}_{i}" for i in range(probe.shape[1])])
+        if method in ("predict_proba", "predict_log_proba") and len(classes) == probe.shape[1]:
+            outs = [f"{out}_{c}" for c in classes]  # one column per class, even when there is one class
+        elif probe.shape[1] == 1:
+            outs = [out]
+        else:
+            outs = [f"{out}_{c}" for c in classes] if len(classes) == probe.shape[1] else [f"{out}_{i}" for i in range(probe.shape[1])]
         clash = [o for o in outs if o in self.columns]
         if clash:
             raise ColumnError(f"predict: output column(s) {clash} already exist; pass another out=")

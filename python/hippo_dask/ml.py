@@ -50,11 +50,17 @@ def feature_names(estimator: Any, inputs: Sequence[str]) -> list[str]:
         ) from None
 
 
-def _per_column(names: Sequence[str], inputs: Sequence[str], expanding: bool) -> dict[str, list[str]] | None:
-    """Map each output name to the input(s) it is named after; ``None`` when a name fits none."""
+def _per_column(names: Sequence[str], inputs: Sequence[str], expanding: bool,
+                indicators: bool = False) -> dict[str, list[str]] | None:
+    """Map each output name to the input(s) it is named after; ``None`` when a name fits none.
+
+    ``indicators``: the estimator may add ``missingindicator_<c>`` columns (imputers), made from ``c``.
+    """
     out: dict[str, list[str]] = {}
     for name in names:
-        base = name[len("missingindicator_"):] if name.startswith("missingindicator_") else name
+        base = name
+        if indicators and name not in inputs and name.startswith("missingindicator_"):
+            base = name[len("missingindicator_"):]
         found = [c for c in inputs if c == base or (expanding and base.startswith(c + "_"))]
         if not found:
             return None
@@ -94,9 +100,10 @@ def feature_map(estimator: Any, inputs: Sequence[str]) -> dict[str, list[str]]:
     if isinstance(estimator, ColumnTransformer):
         names = feature_names(estimator, inputs)
         by_input = getattr(estimator, "_transformer_to_input_indices", {})
+        blocks = getattr(estimator, "output_indices_", {})  # absent when no block makes a column
         out: dict[str, list[str]] = {}
         for name, transformer, _ in estimator.transformers_:
-            block = estimator.output_indices_.get(name, slice(0, 0))
+            block = blocks.get(name, slice(0, 0))
             if block.stop <= block.start:
                 continue
             if name not in by_input:  # cannot tell the columns: every input (never fewer)
@@ -117,7 +124,8 @@ def feature_map(estimator: Any, inputs: Sequence[str]) -> dict[str, list[str]]:
     kind = type(estimator).__name__
     one_to_one = isinstance(estimator, FunctionTransformer) and estimator.feature_names_out == "one-to-one"
     if kind in _PER_COLUMN or kind in _PER_COLUMN_EXPANDING or one_to_one:
-        found = _per_column(names, inputs, expanding=kind in _PER_COLUMN_EXPANDING)
+        found = _per_column(names, inputs, expanding=kind in _PER_COLUMN_EXPANDING,
+                            indicators=kind in ("SimpleImputer", "MissingIndicator"))
         if found is not None:
             return found
     return {n: list(inputs) for n in names}  # mixes its inputs (or unknown): all of them
@@ -268,9 +276,9 @@ def transform_partition(part: pd.DataFrame, estimator: Any, inputs: Sequence[str
                                f"expected ({len(user)}, {len(names)})")
         made = pd.DataFrame(values, columns=list(names))
         made = made.astype({n: dtypes[n] for n in names if made[n].dtype != dtypes[n]}) if dtypes else made
-        columns = {n: made[n].to_numpy() for n in names}
+        columns = {n: made[n].array for n in names}  # arrays keep pandas dtypes (str) and go by position
     else:
-        columns = {n: np.array([], dtype=dtypes.get(n, np.float64)) for n in names}
+        columns = {n: pd.array([], dtype=dtypes.get(n, np.float64)) for n in names}
     # by position (arrays), never by index label: a partition's index may repeat labels (explode)
     out = user.drop(columns=list(inputs)).assign(**columns)
     return reattach(out, part)
@@ -288,7 +296,7 @@ def predict_partition(part: pd.DataFrame, estimator: Any, X: Sequence[str], mode
         values = values.reshape(len(user), -1)
         made = {o: values[:, i].astype(dtypes[o]) for i, o in enumerate(outs)}  # arrays: by position
     else:
-        made = {o: np.array([], dtype=dtypes[o]) for o in outs}
+        made = {o: pd.array([], dtype=dtypes[o]) for o in outs}
     return reattach(user.assign(**made), part)
 
 
@@ -296,6 +304,8 @@ def fit_estimator(estimator: Any, batches: Any, X: Sequence[str], y: str | None,
                   classes: np.ndarray | None = None) -> Any:
     """Fit ``estimator`` on the training columns: one call (``fit``) or one per batch (``partial_fit``)."""
     for batch in batches:
+        if mode == "partial_fit" and not len(batch):
+            continue  # a filter or split may leave a partition empty; scikit-learn refuses 0 rows
         features = sklearn_ready(batch[list(X)])
         target = batch[y] if y is not None else None
         if mode == "fit":
