@@ -137,7 +137,8 @@ CATEGORY_P = [0.5, 0.3, 0.17, 0.03]
 @st.composite
 def ml_sources(draw):
     """Source ``a`` (columns the prep steps know, k x y z, and ML columns f u g lab t, decoy e last) and ``b``."""
-    n = draw(st.integers(1, 60), label="rows") if draw(chance(0.95), label="rows?") else 0
+    n = draw(st.one_of(st.integers(1, 12), st.sampled_from(range(13, 61))), label="rows") \
+        if draw(chance(0.95), label="rows?") else 0
     seed = draw(st.integers(0, 2**32 - 1), label="data seed")
     nan_rate = draw(st.sampled_from([0.0, 0.1, 0.3]), label="nan rate")
     label_kind = draw(st.sampled_from(["binary", "three", "str", "bool"]), label="label kind")
@@ -205,7 +206,8 @@ class Backend:
 
 def kinds(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
     """Columns by what an estimator may read: numeric (with/without NaN), bools, strings."""
-    whole = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    common = [c for c in frames[0].columns if all(c in f.columns for f in frames)]
+    whole = pd.concat([f[common] for f in frames], ignore_index=True) if len(frames) > 1 else frames[0]
     out: dict[str, list[str]] = {"num": [], "num_nonan": [], "bool": [], "cat": [], "cat_nonan": []}
     for c in whole.columns:
         s = whole[c]
@@ -358,7 +360,7 @@ def ct_spec(draw, K) -> Spec | None:
             spec = Spec(kind, _pick(draw, every, 1, 2)) if every else None
         if spec is not None:
             blocks.append((f"b{i}", spec))
-    if not blocks:
+    if all(s.est == "drop" for _, s in blocks):
         return None
     used = [c for _, s in blocks for c in s.X]
     every = [c for pool in ("num", "bool", "cat") for c in K[pool] if c not in used]
@@ -577,6 +579,13 @@ class Run:
             if partial and "Found array with 0 sample(s)" in str(exc):
                 # known: see test_partial_fit_with_an_empty_partition_xfail below
                 note("known bug: partial_fit on an empty training partition")
+                event("rejected: known bug, partial_fit on an empty partition")
+                reject()
+            if backend.is_dask and "Unknown label type" in str(exc):
+                # by design, hippo's merges on Dask give every column that may get missing values the dtype
+                # pandas gives it when it does (bool -> object), in every partition, even when none is missing:
+                # an object column of bools is no label scikit-learn takes (pandas, with its bool, was fine)
+                event("rejected: label of object dtype after a Dask merge")
                 reject()
             raise
         assert model.fit_mode == ("partial_fit" if partial else "fit"), (model.fit_mode, partial)
@@ -593,6 +602,13 @@ class Run:
         event(f"transformer {type(spec.est).__name__}")
         model = self.fit(spec, None)
         names = [str(n) for n in model.estimator.get_feature_names_out(spec.X)]
+        if len(set(names)) < len(names):
+            # scikit-learn names two outputs alike (PolynomialFeatures over "x" and "x^2" makes "x^2" twice):
+            # a frame cannot hold that; hippo refuses it (at transform time)
+            for side in self.sides:
+                with pytest.raises(hippo.LineageError):
+                    self.H[side].hippo.transform(model).hippo.compute(**self.backend.kwargs)
+            raise Stop("duplicate output names")
         assert list(model.features) == names
         kept = [c for c in self.O[False]["train"].df.columns if c not in spec.X]
         if set(names) & set(kept):
@@ -614,7 +630,15 @@ class Run:
                 tracked = lambda t: t.hippo.fit_transform(spec.est, spec.X)  # noqa: E731
             else:
                 tracked = lambda t: t.hippo.transform(model)  # noqa: E731
-            self.apply(side, tracked, lambda o, tm: oracle_transform(o, o_models[tm], tm, deps=deps))
+            try:
+                self.apply(side, tracked, lambda o, tm: oracle_transform(o, o_models[tm], tm, deps=deps))
+            except TypeError as exc:
+                if "StringDtype" in str(exc) and "as a data type" in str(exc):
+                    # known: see test_transform_making_string_columns_xfail
+                    note("known bug: transform output of pandas' str dtype")
+                    event("rejected: known bug, str dtype output")
+                    reject()
+                raise
 
     def model_stage(self) -> None:
         draw = self.draw
@@ -676,6 +700,30 @@ class Run:
         self.outputs = [c for c in self.O[False]["train"].df.columns if c.split("_")[0] in ("pred", "proba", "logp", "dec")]
         self.classes = list(getattr(model.estimator, "classes_", []))
 
+    def side_step(self) -> None:
+        """A data step on one side, between ML steps: filter, merge with source b, dropna, sort."""
+        draw = self.draw
+        side = draw(st.sampled_from(self.sides), label="side")
+        df = self.O[False][side].df
+        nums = kinds([df])["num"]
+        step = draw(st.sampled_from(["filter", "merge_b", "dropna", "sort"]), label="side step kind")
+        if step == "merge_b":
+            if "k" in df.columns and "w" not in df.columns and pd.api.types.is_integer_dtype(df["k"].dtype):
+                how = draw(st.sampled_from(["inner", "left", "outer", "right"]), label="how")
+                tb, ob = self.b
+                self.apply(side, lambda t: t.hippo.merge(tb, on="k", how=how), lambda o, tm: o.merge(ob, how=how, on=["k"]))
+            return
+        if not nums:
+            return
+        c = draw(st.sampled_from(nums), label="column")
+        if step == "filter":
+            pred = lambda p, c=c: p[c] > 0  # noqa: E731
+            self.apply(side, lambda t: t.hippo.filter(pred), lambda o, tm: o.filter(pred))
+        elif step == "dropna":
+            self.apply(side, lambda t: t.hippo.dropna(subset=[c]), lambda o, tm: o.dropna([c]))
+        else:
+            self.apply(side, lambda t: t.hippo.sort_values(c), lambda o, tm: o.sort_values(c))
+
     # ------------------------------------------------------------ after the ML part
     def result(self):
         draw = self.draw
@@ -719,7 +767,14 @@ class Run:
 def run_example(data, a: pd.DataFrame, b: pd.DataFrame, prep: list, backend: Backend) -> None:
     draw = data.draw
     run = Run(draw, backend)
-    t, o = test_random_pipelines.run_pipeline(a, b, prep, backend.to_frame, dask_order=backend.is_dask)
+    # test_random_pipelines.run_pipeline, keeping source b for merges later on
+    t, o = backend.to_frame(a).hippo.source("a"), OracleFrame.source(a, "a")
+    run.b = (backend.to_frame(b).hippo.source("b"), OracleFrame.source(b, "b"))
+    ctx = {"b": run.b, "row_order_defined": True}
+    for step, how in prep:
+        t, o = apply_step(step, how, t, o, ctx)
+        if backend.is_dask and step in REORDERING:
+            ctx["row_order_defined"] = False
     cols = list(o.df.columns)
     if draw(chance(0.85), label="split"):
         test_size = draw(st.sampled_from([0.2, 0.3, 0.5]), label="test_size")
@@ -738,6 +793,8 @@ def run_example(data, a: pd.DataFrame, b: pd.DataFrame, prep: list, backend: Bac
     try:
         for _ in range(draw(st.sampled_from([1, 0, 1, 2, 1, 2]), label="transformer stages")):
             run.transformer_stage()
+            if draw(chance(0.3), label="side step"):
+                run.side_step()
         if draw(chance(0.75), label="model"):
             run.model_stage()
     except Stop as stop:
@@ -896,5 +953,22 @@ def test_input_named_like_a_missing_indicator_xfail(store):
         deps = oracle_column_map(model.estimator, Spec(model.estimator, ["a", "missingindicator_a"]), [o.df], o.df)
         assert deps == {"a": {"a"}, "missingindicator_a": {"missingindicator_a"}}
         return oracle_transform(o, oracle_fit(o, None, ["a", "missingindicator_a"], fitted=model.estimator), tm, deps=deps)
+
+    _expect(result, build, {"df": df})
+
+
+@pytest.mark.xfail(strict=True, reason="hippo bug (since 31e52b1, outputs placed by position): a transformer whose "
+                                       "output columns are all strings (pandas 3 infers dtype 'str' for them) fails "
+                                       "in transform: np.array([], dtype=StringDtype) for the empty meta partition")
+@pytest.mark.parametrize("backend", ["pandas", "dask"])
+def test_transform_making_string_columns_xfail(store, backend):
+    df = pd.DataFrame({"s": ["p", None, "p", "q"], "a": [1.0, 2.0, 3.0, 4.0]})
+    src = Backend(backend, 2, "sync").to_frame(df).hippo.source("df")
+    model = src.hippo.fit(SimpleImputer(strategy="most_frequent"), X=["s"], **Backend(backend, 2, "sync").kwargs)
+    result = src.hippo.transform(model).hippo.compute(**Backend(backend, 2, "sync").kwargs)
+
+    def build(tm: bool) -> OracleFrame:
+        o = OracleFrame.source(df, "df")
+        return oracle_transform(o, oracle_fit(o, None, ["s"], fitted=model.estimator), tm, deps={"s": {"s"}})
 
     _expect(result, build, {"df": df})
