@@ -423,11 +423,13 @@ class HippoAccessor:
         on become its *model dependency*: queries with ``through_models=True``
         trace what the model makes back to every training row.
 
-        On pandas the estimator is fitted once. On Dask, an estimator with
-        ``partial_fit`` is fitted one partition at a time (the training rows stay
-        on the workers, persisted); any other estimator is fitted once on the
-        ``X`` and ``y`` columns gathered into one pandas frame on the client
-        (``incremental=False`` forces that). The run records which it was.
+        On pandas the estimator is fitted once. On Dask, a model (an estimator
+        with ``predict``) that has ``partial_fit`` is fitted one partition at a
+        time (the training rows stay on the workers, persisted; empty partitions
+        are skipped); any other estimator, transformers included, is fitted once
+        on the ``X`` and ``y`` columns gathered into one pandas frame on the
+        client, in row-id order. ``incremental=True`` / ``False`` forces one or
+        the other. The run records which it was (``fit_mode``).
 
         Parameters
         ----------
@@ -438,7 +440,10 @@ class HippoAccessor:
         y : str, optional
             Label column (supervised estimators).
         incremental : bool, optional
-            Dask only: ``True`` requires ``partial_fit``, ``False`` never uses it.
+            Dask only: ``True`` uses ``partial_fit`` (required), ``False`` never
+            does; default: for models that have it. A transformer's ``partial_fit``
+            is not its ``fit`` (scikit-learn's scalers make NaN statistics from a
+            partition whose column is all missing), hence the default.
         **compute_kwargs
             Dask only: passed to ``dask.compute`` (e.g. ``scheduler=client``).
 

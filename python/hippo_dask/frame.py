@@ -597,7 +597,12 @@ class Tracked:
             fitted = clone(estimator)
         except Exception as exc:  # noqa: BLE001
             raise LineageError(f"fit: cannot copy {type(estimator).__name__} with sklearn.base.clone ({exc})") from exc
-        partial = bool(self.is_dask and hasattr(fitted, "partial_fit") and incremental is not False)
+        # partial_fit by default for models only: a transformer's partial_fit (scalers) is not its fit
+        # (an all-missing column in one partition makes StandardScaler's statistics NaN), and the
+        # columns a transformer needs fit in memory far sooner than a model's training matrix
+        is_model = hasattr(fitted, "predict") or hasattr(fitted, "fit_predict")
+        partial = bool(self.is_dask and hasattr(fitted, "partial_fit") and
+                       (incremental is True or (incremental is None and is_model)))
         if incremental and not hasattr(fitted, "partial_fit"):
             raise LineageError(f"fit: incremental=True needs partial_fit, which {type(fitted).__name__} does not have")
         mode = "partial_fit" if partial else "fit"
