@@ -140,3 +140,14 @@ def test_transform_and_predict_after_explode_keep_rows_in_place(tmp_path):
     expected = oracle_predict(transformed, oracle_fit(transformed, None, ["a", "l"], "y", fitted=model.estimator), "pred",
                               through_models=True)
     assert hippo_records(result, through_models=True) == oracle_records(expected)
+
+
+def test_an_estimator_naming_two_outputs_alike_is_refused_at_fit(tmp_path):
+    """Found by the random ML generator: PolynomialFeatures over "x" and "x^2" makes "x^2" twice; hippo
+    failed only at transform, with a confusing shape error."""
+    from sklearn.preprocessing import PolynomialFeatures
+
+    hippo.set_store(tmp_path)
+    src = pd.DataFrame({"x": [1.0, 2.0, 3.0], "x^2": [1.0, 4.0, 9.0]}).hippo.source("df")
+    with pytest.raises(hippo.LineageError, match=r"names several output columns \['x\^2'"):
+        src.hippo.fit(PolynomialFeatures(degree=2), X=["x", "x^2"])

@@ -640,6 +640,12 @@ class Tracked:
         from .store import _join as join_url
 
         write_bytes(join_url(self.store.code_dir(identity), f"{checksum}.pkl"), pickled)
+        if hasattr(fitted, "transform") and hasattr(fitted, "get_feature_names_out"):
+            names = ml.feature_names(fitted, X)
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:  # no frame holds two columns of one name (PolynomialFeatures over "x" and "x^2")
+                raise LineageError(f"fit: {type(fitted).__name__} names several output columns {twice}; rename the "
+                                   "input columns so its output names differ")
         features = {k: tuple(v) for k, v in ml.feature_map(fitted, X).items()} if hasattr(fitted, "transform") else {}
         params = {
             "estimator": described, "X": X, "y": y, "fit_mode": mode,
