@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .compute import compute as _compute
+from .partition import result_fingerprint
 from .errors import LineageError, StaleResultError, UntrackedFrameError
 from .frame import Tracked, concat as _concat, is_dask
 from .lin import LineageType
@@ -78,27 +79,6 @@ _UNTRACKED_HINT = (
     "start a pipeline with df.hippo.source('name') and use df.hippo.<operation> for every step "
     "(a plain pandas/Dask operation returns a frame without lineage)"
 )
-
-#: Rows of a result whose values make its fingerprint (all of them up to this many).
-_FINGERPRINT_ROWS = 4096
-
-
-def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int, str]:
-    """Row count and a hash of the values of ``columns`` on evenly spread rows (all rows when few).
-
-    Checked before a query answers for a result frame: a result that was
-    filtered, re-sorted or edited since compute() no longer matches, so its
-    positions are refused instead of answered for other rows. Copies and
-    ``reset_index`` keep the values, so they keep the lineage.
-    """
-    n = len(frame)
-    rows = np.arange(n) if n <= _FINGERPRINT_ROWS else np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
-    from .partition import row_hashes
-
-    sample = frame.iloc[rows][list(columns)]
-    hashed = row_hashes(sample, positions=rows)  # each row hashed with its position
-    return n, f"{int(hashed.sum(dtype=np.uint64)):016x}"
-
 
 def tracked_of(obj: Any, what: str) -> Tracked:
     handle = _dask_tracked.get(obj._name) if is_dask(obj) else getattr(obj, "attrs", {}).get(_TRACKED_ATTR)
@@ -249,6 +229,7 @@ class HippoAccessor:
                 "positions would name other rows. Query the unchanged result, or "
                 f"hippo.open({lineage.store.url!r}, {lineage.run_id!r}) for the stored one"
             )
+        lineage._result_frame = weakref.ref(self._obj)  # lin.without() starts from these values
         return lineage
 
     # -- roots and results

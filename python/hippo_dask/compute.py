@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from importlib import metadata
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -148,8 +148,12 @@ def _failed(tracked: Tracked, infos: dict[str, Any], error: UserFunctionError, r
     return tracked.failed(error, run_id, counts)
 
 
-def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
+def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, Any] | None = None,
+            **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
     """Compute ``tracked``; return the clean pandas result and the committed run id.
+
+    ``replay_of`` and ``links`` (JSON) are written into the manifest: what run
+    this one replays or was derived from (e.g. a rerun without some rows).
 
     The manifest lists exactly the fragments this run's own tasks wrote: each
     writing task leaves a receipt on its output partition, and the receipts are
@@ -236,6 +240,8 @@ def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: An
             "rows": len(result),
             "fragments": [{k: v for k, v in f.items() if k != "digest"} for f in fragments],
             "digest": fragments[0].get("digest", {}),
+            # order-sensitive: lets a caller check a frame is this result, row for row
+            "fingerprint": list(P.result_fingerprint(result, list(result.columns))),
         },
         "sources": {
             info.name: {
@@ -253,5 +259,6 @@ def compute(tracked: Tracked, replay_of: str | None = None, **compute_kwargs: An
     }
     if replay_of is not None:
         manifest["replay_of"] = replay_of
+    manifest.update(dict(links or {}))
     store.commit_run(run_id, manifest)
     return result, run_id

@@ -208,6 +208,7 @@ class Lineage:
         self._members: dict[str, tuple[SlotRows, np.ndarray]] = {}
         self._group_index: dict[str, tuple[pd.Index, _core.RowMap]] = {}
         self._group_queries: dict[str, int] = {}
+        self._result_frame: Any = None  # weak reference to the result frame, set by ``result.hippo.lineage``
 
     # ------------------------------------------------------------------ facts
     @property
@@ -238,6 +239,73 @@ class Lineage:
         return f"Lineage(run_id={self.run_id!r}, rows={self.nrows}, sources={self.sources})"
 
     # ------------------------------------------------------------------ diagnosis
+    def without(self, source: str, rows: Any, *, sources: Mapping[str, Any] | None = None,
+                result: pd.DataFrame | None = None, dry_run: bool = False, strategy: str = "auto",
+                trust: bool = False, functions: Mapping[str, Any] | None = None,
+                estimators: Mapping[str, Any] | None = None, **compute_kwargs: Any) -> Any:
+        """The result as a full rerun without some source rows would give it, and what changed.
+
+        The removed rows' forward trace (through fitted models too) names the
+        result rows that can change. When the pipeline allows it (rows are
+        decided, matched and grouped by values of their own: no filter on an
+        aggregate, inner merges, no ``drop_duplicates``, ``head`` or ``sample``,
+        no model trained on removed rows), only those rows are recomputed, each
+        affected group from its remaining members (``strategy="partial"``).
+        Otherwise the pipeline is rebuilt from its record and rerun on the
+        sources minus the rows, on the run's own backend (``"rerun"``), and a
+        model whose training rows were removed is refitted. Both give exactly
+        the rows of a full rerun (floating-point sums of a Dask run may differ
+        from a rerun in the last bits, as two Dask runs over other partitions do).
+
+        Parameters
+        ----------
+        source : str
+            The source to remove rows from.
+        rows : int, sequence of int, or callable
+            Row positions in that source, or ``predicate(frame) -> boolean mask``
+            evaluated on the source (per partition on Dask).
+        sources : mapping of str to DataFrame, optional
+            In-memory sources by name, as for :meth:`replay` (file sources are read again).
+        result : pandas.DataFrame, optional
+            The run's result as ``compute()`` returned it (taken automatically
+            when this Lineage came from ``result.hippo.lineage``). Without it,
+            the original values are recomputed (a replay).
+        dry_run : bool, default False
+            Only the diff ("what if"); ``.result`` is None.
+        strategy : {"auto", "partial", "rerun"}
+            ``"partial"`` raises :class:`~hippo_dask.errors.ReplayError` with the
+            reason when a partial recompute would not be exact.
+        trust, functions, estimators, **compute_kwargs
+            As for :meth:`replay`.
+
+        Returns
+        -------
+        Without
+            ``.result``, ``.diff`` (``change`` in "changed" / "removed" /
+            "added", ``row``, ``new_row``, ``columns``, then the values),
+            ``.strategy``, ``.reason``, ``.refitted``; ``.capture()`` records the
+            corrected pipeline as a new run linked to this one.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 300]})
+        >>> out = df.hippo.source("df").hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+        >>> w = out.hippo.lineage.without("df", [2], sources={"df": df})
+        >>> w.result
+           k  total
+        0  a      1
+        1  b      2
+        >>> w.diff[["change", "row", "total"]]
+            change  row  total
+        0  changed    0      1
+        """
+        from .diagnose.without import without
+
+        return without(self, source, rows, sources=sources, result=result, dry_run=dry_run, strategy=strategy,
+                       trust=trust, functions=functions, estimators=estimators, **compute_kwargs)
+
     def replay(self, rows: Sequence[int] | np.ndarray | None = None, sources: Mapping[str, Any] | None = None,
                verify: bool = True, trust: bool = False, functions: Mapping[str, Any] | None = None,
                estimators: Mapping[str, Any] | None = None, **compute_kwargs: Any) -> Any:
@@ -578,6 +646,11 @@ class Lineage:
         TraceSet
             Affected result rows and cells.
         """
+        return self._forward(source, rows, columns, through_models)
+
+    def _forward(self, source: str, rows: int | Sequence[int] | np.ndarray, columns: str | Sequence[str] | None = None,
+                 through_models: bool = False, reached: set[str] | None = None) -> TraceSet:
+        """:meth:`forward`; with ``reached``, also collect the ids of every node the trace reached."""
         info = self._source(source)
         node = self._nodes[info["node"]]
         rows = self._rows(rows, int(info["rows"]), f"source {source!r}")
@@ -608,6 +681,8 @@ class Lineage:
                             produced.setdefault(out_col, []).extend(mapped[key])
             if produced:
                 state[current.id] = {c: _merge_atoms(a) for c, a in produced.items()}
+                if reached is not None:
+                    reached.add(current.id)
         final = state.get(self._result.id, {})
         slots = self.result_slots()
         any_cell = np.zeros(len(slots), dtype=bool)

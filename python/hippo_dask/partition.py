@@ -1030,3 +1030,22 @@ def finish_partition(
 
 #: Receipt key of the result fragment.
 RESULT_RECEIPT = "result"
+
+
+#: Rows of a result whose values make its fingerprint (all of them up to this many).
+_FINGERPRINT_ROWS = 4096
+
+
+def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int, str]:
+    """Row count and a hash of the values of ``columns`` on evenly spread rows (all rows when few).
+
+    Checked before a query answers for a result frame: a result that was
+    filtered, re-sorted or edited since compute() no longer matches, so its
+    positions are refused instead of answered for other rows. Copies and
+    ``reset_index`` keep the values, so they keep the lineage.
+    """
+    n = len(frame)
+    rows = np.arange(n) if n <= _FINGERPRINT_ROWS else np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
+    sample = frame.iloc[rows][list(columns)]
+    hashed = row_hashes(sample, positions=rows)  # each row hashed with its position
+    return n, f"{int(hashed.sum(dtype=np.uint64)):016x}"

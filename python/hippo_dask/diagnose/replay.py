@@ -141,13 +141,22 @@ class Rebuild:
     subset : mapping of str to array, optional
         Per source, the row positions to keep (a sliced replay): the rows are
         taken, in order, from the source, and fitted models are used as stored.
+    drop : mapping of str to array, optional
+        Per source, row positions to remove from the whole source (a rerun
+        without those rows, on the run's own backend): the source is checked
+        against its recorded fingerprints first.
+    refit : set of str, optional
+        Fit nodes refitted even in a sliced replay (their training rows changed).
     """
 
     def __init__(self, lineage: "Lineage", sources: Mapping[str, Any] | None, trust: bool,
                  functions: Mapping[str, Callable] | None, estimators: Mapping[str, Any] | None, store: Store,
                  subset: Mapping[str, np.ndarray] | None = None, compute_kwargs: Mapping[str, Any] | None = None,
-                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None, prune: bool = True) -> None:
+                 loaded: dict[str, tuple[np.ndarray, pd.DataFrame]] | None = None, prune: bool = True,
+                 drop: Mapping[str, np.ndarray] | None = None, refit: set[str] | None = None) -> None:
         self.lineage = lineage
+        self.drop = {name: np.asarray(p, dtype=np.int64) for name, p in (drop or {}).items()}
+        self.refit = set(refit or ())
         self.loaded = loaded  # source rows read by an earlier sliced run of the same rows, reused
         # frames the run did not read are ignored (pass every frame you have); a needed one that is
         # missing is named when it is needed
@@ -253,8 +262,12 @@ class Rebuild:
         if self.subset is not None:
             return self._source_subset(name, info, frame, file)
         if frame is None:
-            return _read_file(file)
+            frame = _read_file(file)
+            if name not in self.drop:
+                return frame  # a whole replay compares the sources it read with the record afterwards
         _check_fingerprints(name, info, frame, self.compute_kwargs)
+        if name in self.drop:
+            return drop_positions(frame, self.drop[name], info["partition_rows"])
         return frame
 
     def _source_subset(self, name: str, info: Mapping[str, Any], frame: Any, file: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -332,7 +345,7 @@ class Rebuild:
     def _fit(self, node: Node, training: "Tracked") -> "Tracked":
         p = node.params
         estimator = self._estimator(node)
-        if self.subset is not None:  # sliced: the model as it was fitted on all training rows
+        if self.subset is not None and node.id not in self.refit:  # sliced: the model as fitted on all training rows
             model = training.fit(estimator, X=p["X"], y=p["y"], prefitted=estimator)
         else:
             from sklearn.base import clone
@@ -399,6 +412,32 @@ class Rebuild:
         if op == "predict":
             return t.predict(self.models[node.inputs[1].id], X=p["X"], out=p.get("out_name", p["out"][0]), method=p["method"])
         raise ReplayError(f"replay: operation {op!r} of run {self.lineage.run_id} cannot be replayed by this version")
+
+
+def drop_positions(frame: Any, positions: np.ndarray, partition_rows: Sequence[int]) -> Any:
+    """``frame`` without the rows at global ``positions``, every partition kept (possibly emptied)."""
+    counts = np.asarray(partition_rows, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    positions = np.unique(np.asarray(positions, dtype=np.int64))
+    if not hasattr(frame, "to_delayed"):
+        keep = np.ones(len(frame), dtype=bool)
+        keep[positions] = False
+        return frame.iloc[np.flatnonzero(keep)]
+    import dask
+    import dask.dataframe as dd
+
+    parts = frame.to_delayed()
+    out = []
+    for i, part in enumerate(parts):
+        local = positions[(positions >= starts[i]) & (positions < starts[i] + counts[i])] - starts[i]
+        out.append(dask.delayed(_drop_local)(part, local) if len(local) else part)
+    return dd.from_delayed(out, meta=frame._meta, verify_meta=False)
+
+
+def _drop_local(part: pd.DataFrame, offsets: np.ndarray) -> pd.DataFrame:
+    keep = np.ones(len(part), dtype=bool)
+    keep[offsets] = False
+    return part.iloc[np.flatnonzero(keep)]
 
 
 def _take_checked(part: pd.DataFrame, offsets: np.ndarray, rows: int, fingerprint: Any, name: str,
