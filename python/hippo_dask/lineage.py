@@ -239,6 +239,59 @@ class Lineage:
         return f"Lineage(run_id={self.run_id!r}, rows={self.nrows}, sources={self.sources})"
 
     # ------------------------------------------------------------------ diagnosis
+    def explain(self, row: int, column: str, *, sources: Mapping[str, Any] | None = None,
+                through_models: bool = False, trust: bool = False, functions: Mapping[str, Any] | None = None,
+                **compute_kwargs: Any) -> pd.DataFrame:
+        """Which source values one result value is made of, and each one's share of it.
+
+        Replays the pipeline on the rows the value depends on (as
+        :meth:`inspect` does) and follows the value back: through copies
+        (merges, filters, renames) to the row it came from, through an
+        aggregation to the group's members with their exact share (sum: the
+        value; mean: value / n; count / size: 1; min / max / first / last: the
+        row that gave it; median: the middle row(s); nunique: 1 / rows sharing
+        the value; var: the row's term), composed through further sums and
+        means. Values made by user functions or fitted models are listed cell
+        by cell with no contribution ("not additive"); std and prod give each
+        row's leave-one-out influence.
+
+        Parameters
+        ----------
+        row : int
+            Result row position.
+        column : str
+            Result column.
+        sources : mapping of str to DataFrame, optional
+            In-memory sources by name, as for :meth:`replay`.
+        through_models : bool, default False
+            Also list the training rows of fitted models behind the value (not weighted).
+        trust, functions, **compute_kwargs
+            As for :meth:`replay`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``source``, ``row`` (source position), ``column`` (source
+            column), ``value`` (the value that was aggregated or copied),
+            ``contribution`` (its share; the shares of a sum or mean add up to
+            the value) and ``note``; largest ``|contribution|`` first.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [10, 2, 30]})
+        >>> out = df.hippo.source("df").hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+        >>> out.hippo.lineage.explain(0, "total", sources={"df": df})[["source", "row", "value", "contribution"]]
+          source  row  value  contribution
+        0     df    2     30          30.0
+        1     df    0     10          10.0
+        """
+        from .diagnose.explain import explain
+
+        return explain(self, row, column, sources=sources, through_models=through_models, trust=trust,
+                       functions=functions, **compute_kwargs)
+
     def without(self, source: str, rows: Any, *, sources: Mapping[str, Any] | None = None,
                 result: pd.DataFrame | None = None, dry_run: bool = False, strategy: str = "auto",
                 trust: bool = False, functions: Mapping[str, Any] | None = None,
@@ -400,6 +453,48 @@ class Lineage:
 
         return isolate(self, test, rows=rows, sources=sources, trust=trust, functions=functions, **compute_kwargs)
 
+    def violations(self, name: str) -> Any:
+        """The rows a check (``df.hippo.check``) or validation (``df.hippo.validate``) recorded as failing.
+
+        Parameters
+        ----------
+        name : str
+            The check's or validation's name (unique in the run).
+
+        Returns
+        -------
+        Violations
+            ``.count`` failing rows; ``.trace``, a :class:`Trace` (source name
+            -> rows and cells behind them: the row lineage of every failing row,
+            and the cells of the columns the predicate read, or of each failure
+            case's column); ``.rows`` (per failing row, its source rows);
+            ``.result_rows`` (the result rows they flowed into, exact);
+            ``.cases`` for a validation (check, column, failing value, row, source
+            rows). See :class:`hippo_dask.checks.Violations`.
+
+        Raises
+        ------
+        QueryError
+            No check or validation of that name in this run (the message lists them).
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, -2, 3]}).hippo.source("df")
+        >>> df = df.hippo.check(lambda p: p.x > 0, name="positive")
+        >>> out = df.hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+        >>> v = out.hippo.lineage.violations("positive")
+        >>> v.trace["df"].cells
+           row column
+        0    1      x
+        >>> v.result_rows  # the group it joined
+        array([1])
+        """
+        from .checks import violations
+
+        return violations(self, name)
+
     # ------------------------------------------------------------------ loading
     def _source(self, name: str) -> Mapping[str, Any]:
         if name not in self._sources:
@@ -534,13 +629,23 @@ class Lineage:
         return self._backward(rows, columns, through_models)
 
     def _backward(self, rows: int | Sequence[int] | np.ndarray, columns: str | Sequence[str] | None = None,
-                  through_models: bool = False, keep: dict[str, dict[str, SlotRows]] | None = None) -> Trace:
-        """:meth:`backward`; with ``keep``, also every node's traced rows (column -> slot tuples)."""
-        rows = self._rows(rows, self.nrows, "the result")
-        cols = self._columns(columns, self.columns, "the result")
-        targets = (list(self.columns) + [ROW]) if cols is None else cols
-        tuples = self.result_slots().take(rows).unique()
-        state: dict[str, dict[str, SlotRows]] = {self._result.id: {c: tuples for c in targets}}
+                  through_models: bool = False, keep: dict[str, dict[str, SlotRows]] | None = None,
+                  start: tuple[str, Mapping[str, SlotRows]] | None = None) -> Trace:
+        """:meth:`backward`; with ``keep``, also every node's traced rows (column -> slot tuples).
+
+        ``start=(node id, {column or ROW: rows of that node})`` starts at those
+        rows of an earlier node instead (``rows`` and ``columns`` are ignored);
+        the trace has row lineage when ``ROW`` is among the columns.
+        """
+        if start is None:
+            rows = self._rows(rows, self.nrows, "the result")
+            cols = self._columns(columns, self.columns, "the result")
+            targets = (list(self.columns) + [ROW]) if cols is None else cols
+            tuples = self.result_slots().take(rows).unique()
+            state: dict[str, dict[str, SlotRows]] = {self._result.id: {c: tuples for c in targets}}
+        else:
+            state = {start[0]: dict(start[1])}
+            targets = list(start[1])
         found: dict[str, tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]] = {n: ([], []) for n in self._sources}
         for node in reversed(self._order):
             current = state.pop(node.id, None)
@@ -573,7 +678,7 @@ class Lineage:
                         target[in_col] = t_in if in_col not in target else target[in_col].union(t_in)
         sets = {}
         for name, (row_parts, cell_parts) in found.items():
-            rows = None if cols is not None else (np.unique(np.concatenate(row_parts)) if row_parts else np.array([], dtype=np.int64))
+            rows = None if ROW not in targets else (np.unique(np.concatenate(row_parts)) if row_parts else np.array([], dtype=np.int64))
             sets[name] = _trace_set(rows, cell_parts)
         return Trace(sets)
 

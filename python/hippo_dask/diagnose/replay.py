@@ -647,7 +647,7 @@ def _membership(lineage: "Lineage", node: Node) -> tuple[int, bytes]:
 _UNSLICEABLE = {"head": "keeps the first n rows", "sample": "draws rows by position"}
 
 
-def check_sliceable(lineage: "Lineage") -> None:
+def check_sliceable(lineage: "Lineage", what: str = "replay(rows=...)") -> None:
     """Refuse, with the reason, runs a replay of a few rows cannot reproduce exactly."""
     was_dask = any(info["identity"].get("kind") == "dask" for info in lineage.manifest["sources"].values())
     for node in lineage._order:
@@ -661,7 +661,7 @@ def check_sliceable(lineage: "Lineage") -> None:
         if was_dask and node.op == "groupby" and any(f in ("first", "last") for _, f in node.params["aggregations"].values()):
             why = "takes first/last rows in Dask's row order, which a slice does not reproduce"
         if why:
-            raise ReplayError(f"replay(rows=...): {describe_node(node)} {why}; replay the whole run instead")
+            raise ReplayError(f"{what}: {describe_node(node)} {why}; replay the whole run instead")
 
 
 def closure(lineage: "Lineage", rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
