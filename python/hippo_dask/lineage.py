@@ -149,7 +149,12 @@ class SlotRows:
             return self
         if self.values.shape[1] == 1:
             return SlotRows(self.slots, np.unique(self.values[:, 0])[:, None])
-        return SlotRows(self.slots, np.unique(self.values, axis=0))
+        if len(self.values) < 4096:
+            return SlotRows(self.slots, np.unique(self.values, axis=0))
+        # many rows of several slots: a hash dedupe (first occurrences) is O(n), the
+        # row sort np.unique(axis=0) does dominated traces of 10^5+ rows
+        duplicated = pd.DataFrame(self.values, copy=False).duplicated().to_numpy()
+        return SlotRows(self.slots, self.values[~duplicated] if duplicated.any() else self.values)
 
     def union(self, other: "SlotRows") -> "SlotRows":
         other_values = other.values if other.slots == self.slots else other.values[:, [other.slots.index(s) for s in self.slots]]

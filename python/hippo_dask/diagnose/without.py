@@ -376,20 +376,19 @@ def _partial(lineage: "Lineage", affected: np.ndarray, subset: Mapping[str, np.n
         before = _affected_original(lineage, affected, args)
     else:
         before = original.iloc[affected].reset_index(drop=True)
-    kept = found >= 0
-    changed_rows, changed_cols, removed_rows = [], [], affected[~kept]
+    kept = np.flatnonzero(found >= 0)
+    removed_rows = affected[found < 0]
     new_of_kept = fresh.iloc[found[kept]].reset_index(drop=True)
-    old_of_kept = before.iloc[np.flatnonzero(kept)].reset_index(drop=True)
+    old_of_kept = before.iloc[kept].reset_index(drop=True)
     differs = _differences(old_of_kept, new_of_kept, columns)
-    for i in np.flatnonzero(differs.any(axis=1)):
-        changed_rows.append(int(affected[np.flatnonzero(kept)[i]]))
-        changed_cols.append(tuple(c for j, c in enumerate(columns) if differs[i, j]))
+    changing = np.flatnonzero(differs.any(axis=1))
+    changed_rows_arr = affected[kept[changing]]
+    changed_cols = _changed_columns(differs[changing], columns)
     survive = np.ones(lineage.nrows, dtype=bool)
     survive[removed_rows] = False
     new_position = np.cumsum(survive) - 1
-    changed_rows_arr = np.asarray(changed_rows, dtype=np.int64)
-    changed_values = new_of_kept.iloc[np.flatnonzero(differs.any(axis=1))].reset_index(drop=True)
-    removed_values = before.iloc[np.flatnonzero(~kept)].reset_index(drop=True)
+    changed_values = new_of_kept.iloc[changing].reset_index(drop=True)
+    removed_values = before.iloc[np.flatnonzero(found < 0)].reset_index(drop=True)
     diff = _diff_frame(columns,
                        [("changed", changed_rows_arr, new_position[changed_rows_arr], changed_cols, changed_values),
                         ("removed", removed_rows, None, None, removed_values)])
@@ -440,7 +439,7 @@ def _rerun(lineage: "Lineage", source: str, removed: np.ndarray, original: pd.Da
                            fresh.iloc[found[kept_rows]].reset_index(drop=True), columns)
     changing = np.flatnonzero(differs.any(axis=1))
     changed_rows = kept_rows[changing]
-    changed_cols = [tuple(c for j, c in enumerate(columns) if differs[i, j]) for i in changing]
+    changed_cols = _changed_columns(differs[changing], columns)
     removed_rows = np.flatnonzero(found < 0)
     matched = np.zeros(len(fresh), dtype=bool)
     matched[found[kept_rows]] = True
@@ -486,6 +485,15 @@ def _differences(old: pd.DataFrame, new: pd.DataFrame, columns: Sequence[str]) -
         both_missing = np.asarray(a.isna(), dtype=bool) & np.asarray(b.isna(), dtype=bool)
         out[:, j] = ~(same | both_missing)
     return out
+
+
+def _changed_columns(differs: np.ndarray, columns: Sequence[str]) -> list[tuple[str, ...]]:
+    """Per row of a (rows x columns) boolean table, the names of its True columns."""
+    if not len(differs):
+        return []
+    patterns, inverse = np.unique(differs, axis=0, return_inverse=True)
+    names = [tuple(c for c, hit in zip(columns, pattern) if hit) for pattern in patterns]
+    return [names[i] for i in inverse.reshape(-1)]
 
 
 def _same(x: Any, y: Any) -> bool:
