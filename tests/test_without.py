@@ -120,3 +120,18 @@ def test_bad_input_is_refused_and_nothing_is_written(store, health):
         changed.loc[0, "income"] = -1
         lin.without("patients", [1], sources={"patients": changed, "histories": histories}, trust=True)
     assert len(store.runs()) == runs  # a removal is computed aside: the store holds what it held
+
+
+def test_cli_explain_and_without(store, tmp_path, capsys):
+    from hippo_dask.cli import main
+
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"k": ["a", "b", "a", "c"], "x": [1, 2, 3, 4]}).to_csv(path, index=False)
+    out = hippo.read_csv(str(path), "d").hippo.groupby("k").agg(t=("x", "sum")).hippo.compute()
+    assert list(out.t) == [4, 2, 4]
+    assert main(["--store", str(store.url), "explain", "latest", "0", "t"]) == 0
+    text = capsys.readouterr().out
+    assert "share of the sum of x" in text and "sum of contributions: 4.0" in text
+    assert main(["--store", str(store.url), "without", "latest", "d", "0,3", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "1 result row(s) changed, 1 removed, 0 added" in text

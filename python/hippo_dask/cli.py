@@ -7,6 +7,8 @@
     hippo forward RUN SOURCE ROWS [-c COL]   result cells reached from source cells
     hippo replay RUN [--trust]         re-run a run from its record (file sources) and compare
     hippo debug RUN [--trust] [--pdb]  re-run the user function of a failed run on its failing rows
+    hippo explain RUN ROW COLUMN [--trust]          each source value's share of one result value
+    hippo without RUN SOURCE ROWS [--trust] [--dry-run]   the result without some source rows: the diff
 
 RUN may be ``latest``. ROWS is a comma-separated list of positions or ranges (``3,5-9``).
 """
@@ -69,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     dbg.add_argument("run")
     dbg.add_argument("--trust", action="store_true", help="unpickle the function stored in the run (trusted stores only)")
     dbg.add_argument("--pdb", action="store_true", help="step into the function with pdb")
+    exp = sub.add_parser("explain", help="each source value's share of one result value (file sources)")
+    exp.add_argument("run")
+    exp.add_argument("row", type=int)
+    exp.add_argument("column")
+    exp.add_argument("--trust", action="store_true", help="unpickle functions stored in the run (trusted stores only)")
+    exp.add_argument("--through-models", action="store_true", help="also list the training rows of models behind it")
+    wo = sub.add_parser("without", help="the result without some source rows (file sources): what changes")
+    wo.add_argument("run")
+    wo.add_argument("source")
+    wo.add_argument("rows", type=_rows)
+    wo.add_argument("--trust", action="store_true", help="unpickle functions stored in the run (trusted stores only)")
+    wo.add_argument("--dry-run", action="store_true", help="the diff alone (what if)")
+    wo.add_argument("--strategy", choices=["auto", "partial", "rerun"], default="auto")
     args = parser.parse_args(argv)
     try:
         if args.command in (None, "demo"):
@@ -103,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(hits.cells.to_string(index=False, max_rows=40))
         elif args.command == "replay":
             print(_open(args).replay(trust=args.trust))
+        elif args.command == "explain":
+            found = _open(args).explain(args.row, args.column, trust=args.trust, through_models=args.through_models)
+            print(found.to_string(index=False, max_rows=60))
+            print(f"sum of contributions: {found['contribution'].sum(min_count=1)}")
+        elif args.command == "without":
+            w = _open(args).without(args.source, args.rows, trust=args.trust, dry_run=args.dry_run,
+                                    strategy=args.strategy)
+            print(w)
+            if len(w.diff):
+                print(w.diff.to_string(index=False, max_rows=60))
         elif args.command == "debug":
             from .diagnose.debug import debug
             from .store import Store, get_store
