@@ -312,6 +312,78 @@ class HippoAccessor:
         """
         return _expose(self._t("filter").filter(predicate, lineage=lineage))
 
+    def check(self, predicate: Callable[[pd.DataFrame], Any], name: str, lineage: LineageType | None = None) -> Any:
+        """Record the rows that break a rule, without stopping or changing the pipeline.
+
+        Every row passes through unchanged (a one-to-one step, like a
+        :meth:`filter` that keeps every row). While each partition is computed
+        (on the workers, for Dask), ``predicate(partition)`` is evaluated and
+        the rows for which it is **not True** are recorded in the run:
+        :meth:`hippo_dask.Lineage.violations` then gives them with the source
+        rows and cells behind them (the cells of the columns the predicate
+        reads, found as for :meth:`filter`).
+
+        Parameters
+        ----------
+        predicate : callable
+            ``predicate(frame) -> boolean Series`` (or array), one value per row,
+            **True for the rows that are OK** (the convention of :meth:`filter`:
+            the rows a filter would keep). A missing value (nullable booleans)
+            counts as not OK. It is checked to be row-wise like a filter's
+            predicate; one that compares rows (``p.x < 3 * p.x.std()``) says
+            so with ``lineage=hippo.lin.All(...)``. A predicate that raises
+            fails the run as any user function does (:class:`hippo_dask.UserFunctionError`).
+        name : str
+            Unique in the run (an identifier: letters, digits, underscores).
+        lineage : hippo.lin.Rowwise or All, optional
+            As for :meth:`filter`.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"age": [30, -4, 51], "w": [1, 2, 3]}).hippo.source("people")
+        >>> out = df.hippo.check(lambda p: p.age >= 0, name="age_ok").hippo.filter(lambda p: p.w > 1).hippo.compute()
+        >>> v = out.hippo.lineage.violations("age_ok")
+        >>> v.count, v.trace["people"].cells.values.tolist(), v.result_rows
+        (1, [[1, 'age']], array([0]))
+        """
+        return _expose(self._t("check").check(predicate, name, lineage=lineage))
+
+    def validate(self, schema: Any, name: str | None = None) -> Any:
+        """Validate with a pandera ``DataFrameSchema``, recording every failure case; never stops the pipeline.
+
+        Each partition is validated lazily (``schema.validate(part, lazy=True)``,
+        on the workers for Dask); rows pass through unchanged (the schema's
+        coercions are not applied). Every failure case pandera reports is
+        recorded with the row it is about, so
+        :meth:`hippo_dask.Lineage.violations` maps it to the source rows and
+        cells behind it (the failing column's cells; the row lineage for a
+        check of the whole frame). Cases about a whole partition (a missing
+        column, a wrong dtype) have no row. Needs pandera
+        (``pip install 'hippo_dask[validate]'``).
+
+        Parameters
+        ----------
+        schema : pandera.DataFrameSchema or DataFrameModel
+            The schema.
+        name : str, optional
+            Unique in the run; default: the schema's name, else ``"schema"``.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> import pandera.pandas as pa
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> schema = pa.DataFrameSchema({"age": pa.Column(int, pa.Check.ge(0))})
+        >>> df = pd.DataFrame({"age": [30, -4, 51]}).hippo.source("people")
+        >>> v = df.hippo.validate(schema, name="people_ok").hippo.compute().hippo.lineage.violations("people_ok")
+        >>> v.cases[["check", "column", "failure_case", "violation", "people"]]
+                                 check column failure_case  violation people
+        0  greater_than_or_equal_to(0)    age           -4          0   (1,)
+        """
+        return _expose(self._t("validate").validate(schema, name=name))
+
     def flatmap(self, func: Callable[[dict], Any], columns: Sequence[str] | None = None,
                 reads: Sequence[str] | None = None, writes: Sequence[str] | None = None) -> Any:
         """Replace each row by the rows ``func(row_dict)`` yields (dicts); each keeps its input row's lineage."""

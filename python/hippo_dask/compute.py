@@ -22,7 +22,7 @@ import pandas as pd
 from . import partition as P
 from .errors import LineageError, UserFunctionError
 from .frame import Tracked
-from .plan import MEMBERSHIP, ancestors
+from .plan import CHECKS, MEMBERSHIP, ancestors
 from .store import _join
 
 _VERSIONED = ("hippo_dask", "pandas", "numpy", "dask", "distributed", "pyarrow", "scikit-learn", "cloudpickle")
@@ -172,6 +172,12 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
             "give each .source() a unique name"
         )
     nodes = ancestors(tracked.node)
+    check_names = [n.params.get("name") for n in nodes if n.op in CHECKS]
+    if len(set(check_names)) != len(check_names):
+        raise LineageError(
+            f"two checks or validations are named {sorted({n for n in check_names if check_names.count(n) > 1})}; "
+            "names must be unique in a run (lin.violations(name) finds them by name)"
+        )
     recorders = {nid: data for nid, data in tracked.recorders.items() if nid in {n.id for n in nodes}}
     store = tracked.store
     run_id = store.start_run()
@@ -224,7 +230,7 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
     for nid, names in tracked.receipts.items():  # written before this compute (by a fit)
         if nid in {n.id for n in nodes}:
             groups[nid] = sorted(set(groups.get(nid, [])) | set(names))
-    missing = [n.id for n in nodes if (n.op in MEMBERSHIP or n.spread) and n.id not in groups]
+    missing = [n.id for n in nodes if (n.op in MEMBERSHIP or n.op in CHECKS or n.spread) and n.id not in groups]
     if missing:
         raise LineageError(f"internal: no receipts for the membership of node(s) {missing}; the run is not committed")
     codes = _write_code(store, nodes)

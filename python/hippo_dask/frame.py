@@ -311,6 +311,76 @@ class Tracked:
         return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
                                         node_id=node_id, code={"func": predicate}))
 
+    # ------------------------------------------------------------------ checks
+    def _check_name(self, what: str, name: Any) -> str:
+        """A valid name, unique among the checks of this pipeline (so far: joined branches are checked at compute)."""
+        from .checks import check_name
+        from .plan import CHECKS, ancestors
+
+        name = check_name(name, what)
+        if any(n.op in CHECKS and n.params.get("name") == name for n in ancestors(self.node)):
+            raise LineageError(f"{what}: this pipeline already has a check or validation named {name!r}; names must be "
+                               "unique in a run (lin.violations(name) finds it by name)")
+        return name
+
+    def check(self, predicate: Callable, name: str, lineage: LineageType | None = None,
+              record: bool = True) -> "Tracked":
+        """Record the rows for which ``predicate`` is not True; every row passes through unchanged.
+
+        ``record=False`` (a sliced replay, whose rows do not depend on the
+        check) builds the node without calling the predicate.
+        """
+        from .checks import check_partition
+
+        if not callable(predicate):
+            raise LineageError("check: pass a callable that takes a partition and returns a boolean Series, True for "
+                               "the rows that are OK, e.g. lambda p: p.age >= 0")
+        name = self._check_name("check", name)
+        lineage = as_lineage_type(lineage, "check")
+        what = f"check {name!r}"
+        if record:
+            reads = self._reads(what, predicate, lineage.reads, self._probe())
+        else:
+            reads = None if lineage.reads is None else list(lineage.reads)
+        params = {"name": name, "predicate": describe_function(predicate), "reads": reads, "lineage": lineage.describe()}
+        node_id = token("check", self.node.id, params, predicate, record)
+        # like a filter's, the predicate's values are not values of the output: nothing spreads
+        call = P.UserCall(what, lineage.kind if lineage.kind == "rowwise" else "declared",
+                          None if reads is None else tuple(reads), node_id)
+        data = self._partitionwise(check_partition, predicate if record else None, call,
+                                   self.store.fragment_dir(node_id), node_id, meta=self._meta())
+        node = unary("check", self.node, self.columns, identity_colmap(self.columns), params, node_id=node_id,
+                     code={"func": predicate})
+        return self._derive(data, node, recorders={**self.recorders, node_id: data})
+
+    def validate(self, schema: Any, name: str | None = None, record: bool = True) -> "Tracked":
+        """Validate every partition with a pandera schema (lazily); record the failure cases; rows pass unchanged.
+
+        ``record=False`` (a sliced replay) builds the node without validating.
+        """
+        from .checks import pandera, validate_partition
+
+        if record or schema is not None:
+            pa = pandera()
+            if isinstance(schema, type) and issubclass(schema, pa.DataFrameModel):
+                schema = schema.to_schema()
+            if not isinstance(schema, pa.DataFrameSchema):
+                raise LineageError(f"validate: pass a pandera DataFrameSchema (or DataFrameModel), got {type(schema).__name__}")
+        if name is None:  # the schema's name when it is a valid one
+            named = getattr(schema, "name", None)
+            name = named if isinstance(named, str) and named.isidentifier() and named.isascii() else "schema"
+        name = self._check_name("validate", name)
+        what = f"validate {name!r}"
+        columns = list(getattr(schema, "columns", {}) or {})
+        params = {"name": name, "schema": repr(schema)[:20_000], "columns": [str(c) for c in columns]}
+        node_id = token("validate", self.node.id, params, schema, record)
+        call = P.UserCall(what, "declared", None, node_id)  # schema checks may compare rows (unique=True)
+        data = self._partitionwise(validate_partition, schema if record else None, call,
+                                   self.store.fragment_dir(node_id), node_id, meta=self._meta())
+        node = unary("validate", self.node, self.columns, identity_colmap(self.columns), params, node_id=node_id,
+                     code={"schema": schema})
+        return self._derive(data, node, recorders={**self.recorders, node_id: data})
+
     def flatmap(self, func: Callable, columns: Sequence[str] | None = None, reads: Sequence[str] | None = None,
                 writes: Sequence[str] | None = None) -> "Tracked":
         if not callable(func):

@@ -26,7 +26,7 @@ import pandas as pd
 
 from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError
-from .partition import GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, positions_from_halves
+from .partition import GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, positions_from_halves, unique_sorted
 from .plan import APPLY_MODEL, MEMBERSHIP, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
@@ -106,15 +106,15 @@ def _trace_set(rows: np.ndarray | None, cell_parts: list[tuple[np.ndarray, str]]
     by_column: dict[str, np.ndarray] = {}
     for part, column in cell_parts:
         part = part.astype(np.int64, copy=False)
-        by_column[column] = part if column not in by_column else np.union1d(by_column[column], part)
+        by_column[column] = part if column not in by_column else unique_sorted(np.concatenate([by_column[column], part]))
     if rows is None:
         parts = list(by_column.values())
-        rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else (parts[0] if parts else np.array([], dtype=np.int64))
+        rows = unique_sorted(np.concatenate(parts)) if len(parts) > 1 else (parts[0] if parts else np.array([], dtype=np.int64))
     return TraceSet(rows.astype(np.int64, copy=False), by_column)
 
 
 def _sorted_unique(values: Iterable[int] | np.ndarray) -> np.ndarray:
-    arr = np.unique(np.asarray(values, dtype=np.int64))
+    arr = unique_sorted(np.asarray(values, dtype=np.int64))
     return arr[arr != MISSING]
 
 
@@ -148,7 +148,7 @@ class SlotRows:
         if len(self.values) <= 1:
             return self
         if self.values.shape[1] == 1:
-            return SlotRows(self.slots, np.unique(self.values[:, 0])[:, None])
+            return SlotRows(self.slots, unique_sorted(self.values[:, 0])[:, None])
         if len(self.values) < 4096:
             return SlotRows(self.slots, np.unique(self.values, axis=0))
         # many rows of several slots: a hash dedupe (first occurrences) is O(n), the
@@ -596,7 +596,7 @@ class Lineage:
         bad = arr[(arr < 0) | (arr >= n)]
         if bad.size:
             raise QueryError(f"rows {bad[:5].tolist()} are out of range: {what} has {n} rows (valid: 0 to {n - 1})")
-        return np.unique(arr)
+        return unique_sorted(arr)
 
     @staticmethod
     def _columns(columns: str | Sequence[str] | None, available: Sequence[str], what: str) -> list[str] | None:
@@ -683,7 +683,7 @@ class Lineage:
                         target[in_col] = t_in if in_col not in target else target[in_col].union(t_in)
         sets = {}
         for name, (row_parts, cell_parts) in found.items():
-            rows = None if ROW not in targets else (np.unique(np.concatenate(row_parts)) if row_parts else np.array([], dtype=np.int64))
+            rows = None if ROW not in targets else (unique_sorted(np.concatenate(row_parts)) if row_parts else np.array([], dtype=np.int64))
             sets[name] = _trace_set(rows, cell_parts)
         return Trace(sets)
 
@@ -855,7 +855,7 @@ def _window_ids(ids: np.ndarray, before: int | None, after: int | None, ends: Ma
     lengths = np.maximum(hi - lo + 1, 0)
     starts = (high << OFFSET_BITS) | lo
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.unique(np.repeat(starts, lengths) + offsets)
+    return unique_sorted(np.repeat(starts, lengths) + offsets)
 
 
 def _merge_atoms(atoms: list[Atom]) -> list[Atom]:
@@ -868,7 +868,7 @@ def _merge_atoms(atoms: list[Atom]) -> list[Atom]:
         if any(ids is None for ids in ids_list):
             merged.append((slot, None, conds))
         else:
-            merged.append((slot, ids_list[0] if len(ids_list) == 1 else np.unique(np.concatenate(ids_list)), conds))
+            merged.append((slot, ids_list[0] if len(ids_list) == 1 else unique_sorted(np.concatenate(ids_list)), conds))
     return merged
 
 

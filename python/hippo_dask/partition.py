@@ -1049,3 +1049,22 @@ def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int
     sample = frame.iloc[rows][list(columns)]
     hashed = row_hashes(sample, positions=rows)  # each row hashed with its position
     return n, f"{int(hashed.sum(dtype=np.uint64)):016x}"
+
+
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """Sorted unique values of a 1-d integer array, by sort and compare.
+
+    numpy 2.4's ``np.unique`` hashes integer arrays first and is ~10x slower than
+    a plain sort on the 10^6-10^7 ids a trace dedupes (2.1 s against 0.23 s for
+    2M ids on this machine); so is everything built on it (``union1d``, ...).
+    """
+    values = np.asarray(values)
+    if values.dtype.kind not in "iu":
+        return np.unique(values)
+    if len(values) < 2:
+        return values.copy()
+    ordered = np.sort(values)
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]

@@ -37,9 +37,11 @@ ONE_TO_ONE = frozenset(
     {
         "map", "assign", "filter", "select", "drop", "rename", "astype", "dropna",
         "fillna", "replace", "explode", "flatmap", "sort_values", "drop_duplicates",
-        "sample", "head", "transform", "split",
+        "sample", "head", "transform", "split", "check", "validate",
     }
 )
+#: One-to-one operations that record the rows failing a rule (as fragments of their node).
+CHECKS = frozenset({"check", "validate"})
 #: Operations that apply a fitted model: one-to-one on input 0, a model dependency on the rest.
 APPLY_MODEL = frozenset({"ml_transform", "predict"})
 #: Operations whose rows are groups of input rows, listed in membership fragments

@@ -266,8 +266,10 @@ def debug(run_id: str, store: Any = None, trust: bool = False, functions: Mappin
             return func(frame, **kwargs)
         if kind == "assign":
             return frame.assign(**{how["column"]: func})
-        if kind == "filter":
+        if kind in ("filter", "check"):
             return func(frame)
+        if kind == "validate":  # func is the pandera schema
+            return func.validate(frame, lazy=True)
         if kind == "flatmap":
             return [list(func(dict(r))) for r in frame.to_dict("records")]
         raise ReplayError(f"debug: unknown operation kind {kind!r} in the failure record")

@@ -28,7 +28,8 @@ import pandas as pd
 from ..errors import ReplayError, SourceChangedError
 from ..identity import function_token
 from ..lin import from_description
-from ..plan import APPLY_MODEL, MEMBERSHIP, ROW, Node
+from ..partition import unique_sorted
+from ..plan import APPLY_MODEL, CHECKS, MEMBERSHIP, ROW, Node
 from ..store import Store, _join, read_bytes
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ def describe_node(node: Node) -> str:
         return f"{node.op}({p.get('func', {}).get('name')})"
     if node.op == "filter":
         return f"filter({p.get('predicate', {}).get('name')})"
+    if node.op == "check":
+        return f"check {p.get('name')!r} ({p.get('predicate', {}).get('name')})"
+    if node.op == "validate":
+        return f"validate {p.get('name')!r}"
     if node.op == "assign":
         func = p.get("func", {}).get("name") if "func" in p else p.get("value")
         return f"assign({p.get('column')}={func})"
@@ -376,6 +381,14 @@ class Rebuild:
             return t.assign(**{p["column"]: self._value(node, "value_json", "is_json", "value")})
         if op == "filter":
             return t.filter(self._function(node, "predicate"), lineage=from_description(p.get("lineage")))
+        if op == "check":  # a slice's rows do not depend on a check: it is not evaluated there
+            if self.subset is not None:
+                return t.check(_unevaluated, p["name"], lineage=from_description(p.get("lineage")), record=False)
+            return t.check(self._function(node, "predicate"), p["name"], lineage=from_description(p.get("lineage")))
+        if op == "validate":
+            if self.subset is not None:
+                return t.validate(None, p["name"], record=False)
+            return t.validate(self._stored_code(node)["schema"], p["name"])
         if op == "flatmap":
             return t.flatmap(self._function(node, "func"), columns=p["columns"], reads=p["reads"], writes=p["writes"])
         if op in ("select", "drop"):
@@ -414,11 +427,16 @@ class Rebuild:
         raise ReplayError(f"replay: operation {op!r} of run {self.lineage.run_id} cannot be replayed by this version")
 
 
+def _unevaluated(part: pd.DataFrame) -> Any:
+    """Stands for a check's predicate in a sliced replay, where the check is not evaluated."""
+    return np.ones(len(part), dtype=bool)
+
+
 def drop_positions(frame: Any, positions: np.ndarray, partition_rows: Sequence[int]) -> Any:
     """``frame`` without the rows at global ``positions``, every partition kept (possibly emptied)."""
     counts = np.asarray(partition_rows, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    positions = np.unique(np.asarray(positions, dtype=np.int64))
+    positions = unique_sorted(np.asarray(positions, dtype=np.int64))
     if not hasattr(frame, "to_delayed"):
         keep = np.ones(len(frame), dtype=bool)
         keep[positions] = False
@@ -624,6 +642,11 @@ def _compare(old: "Lineage", new: "Lineage", rebuild: Rebuild) -> tuple[list[Dif
             continue
         if a.id in changes:
             out.append(changes[a.id])
+        if a.op in CHECKS:
+            from ..checks import recorded_digest
+
+            if recorded_digest(old, a) != recorded_digest(new, b):
+                out.append(Difference(describe_node(a), a.id, "its failing rows or failure cases differ"))
         if a.op in MEMBERSHIP or a.spread:
             # fragment names differ between runs (slot names carry node ids): compare contents
             # and as sets of rows: a distributed shuffle delivers the same rows in varying order
@@ -681,7 +704,7 @@ def closure(lineage: "Lineage", rows: Sequence[int] | np.ndarray) -> dict[str, n
     out = {}
     for name, ts in trace.items():
         parts = [ts.rows] + [np.asarray(v) for v in ts._by_column.values()]
-        out[name] = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.array([], dtype=np.int64)
+        out[name] = unique_sorted(np.concatenate(parts).astype(np.int64)) if parts else np.array([], dtype=np.int64)
     return out
 
 

@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import _core
 from ..errors import QueryError, ReplayError
+from ..partition import unique_sorted
 from ..plan import APPLY_MODEL, MEMBERSHIP, ONE_TO_ONE, ROW, Node
 from ..store import Store
 from .replay import (Rebuild, SlicedRun, _check_fingerprints, _read_file, _row_reads, as_recorded,
@@ -228,7 +230,10 @@ def _occurrence(keys: np.ndarray) -> np.ndarray:
     """For each key, how many earlier entries have the same key (0 for the first)."""
     if not len(keys):
         return np.zeros(0, dtype=np.int64)
-    return pd.Series(keys).groupby(keys, sort=False).cumcount().to_numpy(dtype=np.int64)
+    series = pd.Series(keys, copy=False)
+    if not series.duplicated().any():  # the common case (no explode / flatmap): one hash pass
+        return np.zeros(len(keys), dtype=np.int64)
+    return series.groupby(keys, sort=False).cumcount().to_numpy(dtype=np.int64)
 
 
 def match_rows(old: np.ndarray, old_rank: np.ndarray, new: np.ndarray, new_rank: np.ndarray) -> np.ndarray:
@@ -275,7 +280,7 @@ def _removed_positions(lineage: "Lineage", source: str, rows: Any, sources: Mapp
         raise QueryError("without: rows= takes positions or a predicate; for a boolean mask pass "
                          "np.flatnonzero(mask), or a function of the source frame")
     positions = lineage._rows(rows, n, f"source {source!r}")
-    return np.unique(positions).astype(np.int64)
+    return unique_sorted(np.asarray(positions, dtype=np.int64))
 
 
 def _original_result(lineage: "Lineage", result: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -312,7 +317,7 @@ def without(lineage: "Lineage", source: str, rows: Any, sources: Mapping[str, An
     trace = lineage._forward(source, removed, None, True, reached=reached) if len(removed) else None
     if trace is not None:
         parts = [trace.rows] + list(trace._by_column.values())
-        affected = np.unique(np.concatenate(parts)).astype(np.int64)
+        affected = unique_sorted(np.concatenate(parts).astype(np.int64))
     else:
         affected = np.array([], dtype=np.int64)
     fits = [n for n in lineage._order if n.op == "fit" and n.id in reached]
@@ -326,7 +331,7 @@ def without(lineage: "Lineage", source: str, rows: Any, sources: Mapping[str, An
     subset: dict[str, np.ndarray] | None = None
     if strategy != "rerun" and obstacle is None:
         subset = closure(lineage, affected) if len(affected) else {name: np.array([], dtype=np.int64) for name in lineage.sources}
-        subset[source] = np.setdiff1d(subset[source], removed, assume_unique=True)
+        subset[source] = subset[source][~_core.isin_sorted(removed, subset[source])]
         share = max((len(v) / max(lineage.source_rows(k), 1) for k, v in subset.items()), default=0.0)
         if strategy == "auto" and share > _PARTIAL_SHARE:
             chosen, reason, subset = "rerun", f"the affected rows depend on {share:.0%} of a source's rows", None
@@ -491,6 +496,11 @@ def _changed_columns(differs: np.ndarray, columns: Sequence[str]) -> list[tuple[
     """Per row of a (rows x columns) boolean table, the names of its True columns."""
     if not len(differs):
         return []
+    if differs.shape[1] <= 62:  # one int per row (a bit per column): a 1-d factorize
+        codes = differs.astype(np.int64) @ (np.int64(1) << np.arange(differs.shape[1], dtype=np.int64))
+        inverse, patterns = pd.factorize(codes)
+        names = [tuple(c for j, c in enumerate(columns) if (int(code) >> j) & 1) for code in patterns]
+        return [names[i] for i in inverse]
     patterns, inverse = np.unique(differs, axis=0, return_inverse=True)
     names = [tuple(c for c, hit in zip(columns, pattern) if hit) for pattern in patterns]
     return [names[i] for i in inverse.reshape(-1)]
