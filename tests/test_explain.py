@@ -187,3 +187,33 @@ def test_bad_input(store):
         lin.explain(0, "nope", sources={"ev": ev})
     with pytest.raises(QueryError):
         lin.explain(len(out), "total", sources={"ev": ev})
+
+
+def test_exploded_rows_are_told_apart_by_position(store):
+    """Reproducer (review): rows exploded from one row share their slots; values were read from the first."""
+    ev = pd.DataFrame({"k": ["a", "a", "b"], "lst": [[5.0, 1.0], [3.0], [np.nan, 2.0]]})
+    plain = ev.explode("lst").astype({"lst": float})
+    for func, row, check in [("min", 0, lambda got: set(got.row) == {0}),
+                             ("var", 0, lambda got: got.contribution.sum() == pytest.approx(plain[plain.k == "a"].lst.var())),
+                             ("nunique", 0, lambda got: got.contribution.sum() == pytest.approx(3.0)),
+                             ("count", 1, lambda got: dict(zip(got.row, got.contribution)) == {2: 1.0}),
+                             ("min", 1, lambda got: set(got.row) == {2})]:
+        out = ev.hippo.source("ev").hippo.explode("lst").hippo.groupby("k").agg(v=("lst", func)).hippo.compute()
+        got = out.hippo.lineage.explain(row, "v", sources={"ev": ev})
+        assert check(got), (func, row, got)
+
+
+def test_sizes_and_group_transforms_list_their_rows(store):
+    """Reproducers (review): a size has no cell lineage (it counts rows) and transform columns spread."""
+    ev = pd.DataFrame({"r": ["x", "x", "x", "x", "y", "y"], "u": [1, 1, 2, 3, 4, 4], "x": [1.0, 2, 3, 4, 5, 6]})
+    e = ev.hippo.source("ev")
+    out = e.hippo.groupby(["r", "u"]).agg(n=("x", "size")).hippo.groupby("r").agg(
+        var_n=("n", "var"), count_n=("n", "count"), nunique_n=("n", "nunique")).hippo.compute()
+    lin = out.hippo.lineage
+    for column in ("var_n", "count_n", "nunique_n"):
+        got = lin.explain(0, column, sources={"ev": ev})
+        assert set(got.row) == {0, 1, 2, 3}, column
+        assert got.contribution.sum() == pytest.approx(float(out.loc[0, column])), column
+    out = e.hippo.groupby("r").transform(t=("x", "sum")).hippo.compute()
+    got = out.hippo.lineage.explain(0, "t", sources={"ev": ev})
+    assert set(got.row) == {0, 1, 2, 3}

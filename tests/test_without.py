@@ -135,3 +135,28 @@ def test_cli_explain_and_without(store, tmp_path, capsys):
     assert main(["--store", str(store.url), "without", "latest", "d", "0,3", "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "1 result row(s) changed, 1 removed, 0 added" in text
+
+
+def test_rerun_keeps_the_original_order_and_appends_added_rows(store):
+    """Reproducer (review): a left merge whose only partner is removed: the row comes back unmatched."""
+    left = pd.DataFrame({"k": [1, 2, 3], "a": [10, 20, 30]})
+    right = pd.DataFrame({"k": [1, 2, 3], "b": [1.0, 2.0, 3.0]})
+    out = left.hippo.source("L").hippo.merge(right.hippo.source("R"), on="k", how="left").hippo.compute()
+    w = out.hippo.lineage.without("R", [1], sources={"L": left, "R": right})
+    assert w.strategy == "rerun" and "left merge" in w.reason
+    assert list(w.result.k) == [1, 3, 2] and np.isnan(w.result.b[2])
+    assert w.counts() == {"changed": 0, "removed": 1, "added": 1}
+    added = w.diff[w.diff.change == "added"]
+    assert list(added.new_row) == [2] and list(w.diff[w.diff.change == "removed"].row) == [1]
+
+
+def test_dask_group_transform_first_is_not_recomputed_in_part(store):
+    """Reproducer (review): first/last of a Dask group transform follow Dask's row order."""
+    import dask.dataframe as dd
+
+    ev = pd.DataFrame({"k": [1, 2, 1, 2, 1], "x": [5.0, 6, 7, 8, 9]})
+    frame = dd.from_pandas(ev, npartitions=3, sort=False)
+    out = frame.hippo.source("ev").hippo.groupby("k").transform(f=("x", "first")).hippo.compute()
+    with pytest.raises(ReplayError, match="first/last"):
+        out.hippo.lineage.without("ev", [0], sources={"ev": frame}, strategy="partial")
+    assert out.hippo.lineage.without("ev", [0], sources={"ev": frame}).strategy == "rerun"

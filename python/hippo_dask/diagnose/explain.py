@@ -63,13 +63,18 @@ class _Frames:
             self._index[node.id] = (data, index, mine)
         return self._index[node.id]
 
-    def row(self, node: Node, slots: np.ndarray) -> pd.Series:
+    def value(self, node: Node, slots: np.ndarray, column: str) -> Any:
+        """The value of ``column`` on the row ``slots`` of ``node`` (refused when twin rows disagree)."""
         data, index, _ = self.of(node)
         found = index.get(np.ascontiguousarray(slots, dtype=np.int64).tobytes())
         if not found:
             raise QueryError(f"explain: internal: the replay did not make the traced row of {describe_node(node)}; "
                              "please report")
-        return data.iloc[found[0]]
+        values = data[column].iloc[found]
+        if len(found) > 1 and values.nunique(dropna=False) > 1:
+            raise QueryError(f"explain: rows of {describe_node(node)} share one lineage (made by explode / flatmap "
+                             f"from one row) and differ in {column!r}: the value cannot be attributed to one of them")
+        return values.iloc[0]
 
 
 class _Explainer:
@@ -85,7 +90,7 @@ class _Explainer:
             slots = self._project(node, k, slots)
             node = node.inputs[k]
         if node.op == "source":
-            value = self.frames.row(node, slots)[column]
+            value = self.frames.value(node, slots, column)
             share = weight * _number(value) if weight == weight else np.nan
             self._line(node, slots, column, value, share, note or "the value itself")
             return
@@ -102,10 +107,11 @@ class _Explainer:
     def _aggregate(self, node: Node, slots: np.ndarray, column: str, weight: float) -> None:
         source_column, func = node.params["aggregations"][column]
         parent = node.inputs[0]
-        members = self._members(node, slots)
+        positions, members = self._member_rows(node, slots)
         if not members:
             return
-        values = pd.Series([self.frames.row(parent, m)[source_column] for m in members])
+        # by position in the replayed input: rows split from one row (explode) share their slots
+        values = pd.Series(self.frames.of(parent)[0][source_column].to_numpy()[positions])
         present = values.notna().to_numpy()
         n = int(present.sum())
         label = f"{func} of {source_column}"
@@ -151,27 +157,33 @@ class _Explainer:
 
     # -- rows and cells
     def _members(self, node: Node, slots: np.ndarray) -> list[np.ndarray]:
-        """The member rows (slot values of the input) of the group ``slots`` of a group-by."""
+        """The member rows (slot values of the input) of the group ``slots`` of a group-by or transform."""
+        return self._member_rows(node, slots)[1]
+
+    def _member_rows(self, node: Node, slots: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Positions in the replayed input, and slot values, of the members of the group ``slots``."""
+        if node.op not in ("groupby", "transform"):
+            raise QueryError(f"explain: internal: {describe_node(node)} has no groups; please report")
         gid = int(slots[node.slots.index(node.new_slot)])
         parent = node.inputs[0]
         data, _, mine = self.frames.of(parent)
         if not len(data):
-            return []
+            return np.array([], dtype=np.int64), []
         keys = list(node.params["keys"])
         ids = group_ids(data[keys])
         hit = np.flatnonzero(ids == gid)
         if node.params.get("dropna", True) and len(hit):
             hit = hit[~data[keys].iloc[hit].isna().any(axis=1).to_numpy()]
-        return [mine[i] for i in hit]
+        return hit, [mine[i] for i in hit]
 
     def _cells(self, node: Node, slots: np.ndarray, column: str, share: float, note: str) -> None:
         """Lines for the source cells behind ``column`` (or ROW) of one row, the share on the first of them."""
         cells = self._cells_behind(node, slots, column)
         for j, (source, row_slots, source_column) in enumerate(cells):
-            value = self.frames.row(source, row_slots)[source_column] if source_column != ROW else np.nan
+            value = self.frames.value(source, row_slots, source_column) if source_column != ROW else np.nan
             self._line(source, row_slots, source_column if source_column != ROW else "", value,
                        share if j == 0 else (0.0 if share == share else np.nan),
-                       note if j == 0 else note + " (shared with the line above)")
+                       note if j == 0 else note + " (the row's share is on its first cell)")
 
     def _cells_behind(self, node: Node, slots: np.ndarray, column: str) -> list[tuple[Node, np.ndarray, str]]:
         out: list[tuple[Node, np.ndarray, str]] = []
@@ -187,9 +199,16 @@ class _Explainer:
                 out.append((current, row, col))
                 continue
             if current.op in ("groupby", "fit") or col in current.spread:
+                if current.op == "fit":
+                    continue  # training rows are listed apart (see explain)
+                if current.op not in ("groupby", "transform"):
+                    raise QueryError(f"explain: {describe_node(current)} spreads values across rows in a way a "
+                                     "replay of a few rows cannot show")
                 parent = current.inputs[0]
-                members = self._members(current, row) if current.op == "groupby" else []
-                for k, in_col in current.colmap.get(col, ()):
+                members = self._members(current, row)
+                # a size counts member rows, not values: it reads their row lineage
+                inputs = current.colmap.get(col, ()) or ((0, ROW),)
+                for k, in_col in inputs:
                     for member in members:
                         stack.append((parent, member, in_col))
                 continue
@@ -205,7 +224,7 @@ class _Explainer:
 
     def _not_additive(self, node: Node, slots: np.ndarray, column: str, why: str) -> None:
         for source, row_slots, source_column in self._cells_behind(node, slots, column):
-            value = self.frames.row(source, row_slots)[source_column] if source_column != ROW else np.nan
+            value = self.frames.value(source, row_slots, source_column) if source_column != ROW else np.nan
             self._line(source, row_slots, source_column if source_column != ROW else "", value, np.nan,
                        f"not additive: {why}")
 

@@ -681,7 +681,8 @@ def check_sliceable(lineage: "Lineage", what: str = "replay(rows=...)") -> None:
             why = "has a row-dependent predicate"
         if was_dask and node.op == "drop_duplicates":
             why = "keeps the first row in Dask's row order, which a slice does not reproduce"
-        if was_dask and node.op == "groupby" and any(f in ("first", "last") for _, f in node.params["aggregations"].values()):
+        if was_dask and node.op in ("groupby", "transform") and any(
+                f in ("first", "last") for _, f in node.params["aggregations"].values()):
             why = "takes first/last rows in Dask's row order, which a slice does not reproduce"
         if why:
             raise ReplayError(f"{what}: {describe_node(node)} {why}; replay the whole run instead")

@@ -448,7 +448,13 @@ def _rerun(lineage: "Lineage", source: str, removed: np.ndarray, original: pd.Da
     removed_rows = np.flatnonzero(found < 0)
     matched = np.zeros(len(fresh), dtype=bool)
     matched[found[kept_rows]] = True
-    added_rows = np.flatnonzero(~matched)
+    # the documented order: surviving rows as in the original, then the added rows as the rerun made them
+    order = np.concatenate([found[kept_rows], np.flatnonzero(~matched)])
+    fresh = fresh.iloc[order].reset_index(drop=True)
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    found = np.where(found >= 0, position[np.maximum(found, 0)], -1)
+    added_rows = np.arange(len(kept_rows), len(order), dtype=np.int64)
     diff = _diff_frame(columns,
                        [("changed", changed_rows, found[changed_rows], changed_cols,
                          fresh.iloc[found[changed_rows]].reset_index(drop=True)),
