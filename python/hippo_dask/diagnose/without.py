@@ -400,13 +400,19 @@ def _partial(lineage: "Lineage", affected: np.ndarray, subset: Mapping[str, np.n
     if dry_run:
         return None, diff
     base = original if original is not None else _whole_original(lineage, args)
-    corrected = base.copy()
-    if len(changed_rows_arr):
-        for c in columns:
+    # one take of the surviving rows, then only the columns that changed somewhere are patched
+    corrected = base.iloc[np.flatnonzero(survive)].reset_index(drop=True) if not survive.all() else base.copy()
+    touched = {c for names in changed_cols for c in names}
+    at = new_position[changed_rows_arr]
+    for c in columns:
+        if c in touched:
             column = corrected[c].copy()
-            column.iloc[changed_rows_arr] = changed_values[c].to_numpy()
+            try:
+                column.iloc[at] = changed_values[c].to_numpy()
+            except (TypeError, ValueError):  # a value the old dtype cannot hold (pandas 3 does not upcast)
+                column = column.astype(object)
+                column.iloc[at] = changed_values[c].to_numpy(dtype=object)
             corrected[c] = column
-    corrected = corrected.iloc[np.flatnonzero(survive)].reset_index(drop=True)
     return as_recorded(corrected, lineage), diff
 
 
