@@ -270,16 +270,19 @@ def apply_step(step: str, params, t, o: OracleFrame, ctx):
     return t, o
 
 
-def build(kind, a, b, steps, nparts: int | None, keep_x: bool = False, like_dask: bool = False):
+def build(kind, a, b, steps, nparts: int | None, keep_x: bool = False, like_dask: bool = False, inputs=None):
     """The tracked pipeline (pandas when ``nparts`` is None, else Dask) and its oracle.
 
     ``like_dask``: skip the same order-dependent steps as on Dask (to compare the two).
+    ``inputs``: frames ``(a, b)`` (pandas or Dask) to make the tracked sources of instead: the same
+    pipeline, its steps chosen on ``a`` and ``b``, over other data (the oracle stays ``a``'s and ``b``'s).
     """
     import dask.dataframe as dd
 
     to = (lambda f: f) if nparts is None else (lambda f: dd.from_pandas(f, npartitions=nparts, sort=False))
-    t, o = to(a).hippo.source("a"), OracleFrame.source(a, "a", npartitions=nparts)
-    ctx = {"b": (to(b).hippo.source("b"), OracleFrame.source(b, "b")), "order_defined": True, "n": 0,
+    ia, ib = inputs if inputs is not None else (to(a), to(b))
+    t, o = ia.hippo.source("a"), OracleFrame.source(a, "a", npartitions=nparts)
+    ctx = {"b": (ib.hippo.source("b"), OracleFrame.source(b, "b")), "order_defined": True, "n": 0,
            "protected": {"g", "x", "y"} if keep_x else {"g"}, "keep_x": keep_x,
            "dask_like": nparts is not None or like_dask}
     for step, params in steps:

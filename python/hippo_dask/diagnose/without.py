@@ -69,7 +69,10 @@ class Without:
     result : pandas.DataFrame or None
         The corrected result (``None`` for a dry run): exactly the rows a full
         rerun without the removed rows gives, surviving rows in the original
-        order, added rows after them, with a fresh ``RangeIndex``.
+        order, added rows after them, with a fresh ``RangeIndex`` (a rerun's
+        result has the rerun's columns and dtypes). A removed row whose place
+        another row takes with equal values (``drop_duplicates``) counts as
+        unchanged.
     diff : pandas.DataFrame
         One line per result row that changed, disappeared or appeared:
         ``change`` ("changed" / "removed" / "added"), ``row`` (position in the
@@ -140,9 +143,22 @@ class Without:
         links = {"without_of": {"run": lineage.run_id, "source": self.source, "rows": int(len(self.removed)),
                                 "positions": _positions_checksum(self.removed)}}
         frame, run_id = compute(rebuild.run(), links=links, **args["compute_kwargs"])
-        if self.result is not None and multiset_digest(frame) != multiset_digest(self.result):
+        if self.result is not None and multiset_digest(frame) != multiset_digest(self.result) \
+                and not _same_rows(frame, self.result):
             raise ReplayError(f"internal: the captured rerun {run_id} differs from the corrected result; please report")
         return Lineage(lineage.store, run_id)
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two frames hold the same rows in any order, values compared as text (dtypes may differ)."""
+    if len(a) != len(b) or list(a.columns) != list(b.columns):
+        return False
+
+    def canonical(frame: pd.DataFrame) -> pd.DataFrame:
+        text = frame.astype(str)
+        return text.sort_values(list(text.columns)).reset_index(drop=True)
+
+    return canonical(a).equals(canonical(b))
 
 
 def _positions_checksum(positions: np.ndarray) -> str:
@@ -441,32 +457,71 @@ def _rerun(lineage: "Lineage", source: str, removed: np.ndarray, original: pd.Da
             column = new_slots[:, j]
             real = column != -1
             column[real] = kept[column[real]]
-    fresh = as_recorded(fresh[columns].reset_index(drop=True), lineage)
+    # a rerun's result is what the pipeline now gives: its own columns (a refitted classifier can
+    # know other classes) and dtypes (a left merge without holes keeps ints)
+    fresh = fresh.reset_index(drop=True)
+    fresh.attrs = {}
     before = original if original is not None else _whole_original(lineage, args)
+    both = list(columns) + [c for c in fresh.columns if c not in columns]
     everything = lineage.result_slots().values
     found = match_rows(everything, _occurrence(_row_keys(everything)), new_slots, _occurrence(_row_keys(new_slots)))
+    unmatched = np.ones(len(fresh), dtype=bool)
+    unmatched[found[found >= 0]] = False
+    old_twin, new_twin = _twins(before.reindex(columns=both), np.flatnonzero(found < 0),
+                                fresh.reindex(columns=both), np.flatnonzero(unmatched), both)
+    found[old_twin] = new_twin  # another row took the removed one's place with the same values
     kept_rows = np.flatnonzero(found >= 0)
-    differs = _differences(before.iloc[kept_rows].reset_index(drop=True),
-                           fresh.iloc[found[kept_rows]].reset_index(drop=True), columns)
+    differs = _differences(before.iloc[kept_rows].reset_index(drop=True).reindex(columns=both),
+                           fresh.iloc[found[kept_rows]].reset_index(drop=True).reindex(columns=both), both)
     changing = np.flatnonzero(differs.any(axis=1))
     changed_rows = kept_rows[changing]
-    changed_cols = _changed_columns(differs[changing], columns)
+    changed_cols = _changed_columns(differs[changing], both)
     removed_rows = np.flatnonzero(found < 0)
     matched = np.zeros(len(fresh), dtype=bool)
     matched[found[kept_rows]] = True
     # the documented order: surviving rows as in the original, then the added rows as the rerun made them
-    order = np.concatenate([found[kept_rows], np.flatnonzero(~matched)])
+    order = np.concatenate([found[kept_rows], np.flatnonzero(~matched)]).astype(np.int64)
     fresh = fresh.iloc[order].reset_index(drop=True)
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))
-    found = np.where(found >= 0, position[np.maximum(found, 0)], -1)
+    found = np.where(found >= 0, position[np.maximum(found, 0)], -1) if len(order) else np.full(len(found), -1)
     added_rows = np.arange(len(kept_rows), len(order), dtype=np.int64)
-    diff = _diff_frame(columns,
+    diff = _diff_frame(both,
                        [("changed", changed_rows, found[changed_rows], changed_cols,
-                         fresh.iloc[found[changed_rows]].reset_index(drop=True)),
-                        ("removed", removed_rows, None, None, before.iloc[removed_rows].reset_index(drop=True)),
-                        ("added", None, added_rows, None, fresh.iloc[added_rows].reset_index(drop=True))])
+                         fresh.iloc[found[changed_rows]].reset_index(drop=True).reindex(columns=both)),
+                        ("removed", removed_rows, None, None,
+                         before.iloc[removed_rows].reset_index(drop=True).reindex(columns=both)),
+                        ("added", None, added_rows, None,
+                         fresh.iloc[added_rows].reset_index(drop=True).reindex(columns=both))])
     return (None if dry_run else fresh), diff
+
+
+def _twins(before: pd.DataFrame, removed: np.ndarray, after: pd.DataFrame, added: np.ndarray,
+           columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (original row, rerun row) of a removed and an added row with equal values.
+
+    E.g. ``drop_duplicates`` keeps the next of two equal rows when the first is removed: by lineage
+    one row went and one came, but the result reads the same, so the rerun row takes the removed
+    row's place and the diff lists neither.
+    """
+    none = (np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    if not len(removed) or not len(added):
+        return none
+    old = before.iloc[removed].reset_index(drop=True)[list(columns)]
+    new = after.iloc[added].reset_index(drop=True)[list(columns)]
+    try:
+        old_keys = pd.util.hash_pandas_object(old.astype(str), index=False).to_numpy().view(np.int64)
+        new_keys = pd.util.hash_pandas_object(new.astype(str), index=False).to_numpy().view(np.int64)
+    except TypeError:
+        return none
+    pairs = match_rows(old_keys[:, None], _occurrence(old_keys), new_keys[:, None], _occurrence(new_keys))
+    hit = np.flatnonzero(pairs >= 0)
+    if not len(hit):
+        return none
+    # keep only pairs whose values are really equal (a hash is not proof)
+    same = ~_differences(old.iloc[hit].reset_index(drop=True), new.iloc[pairs[hit]].reset_index(drop=True),
+                         columns).any(axis=1)
+    return removed[hit[same]], added[pairs[hit[same]]]
 
 
 def _whole_original(lineage: "Lineage", args: Mapping[str, Any]) -> pd.DataFrame:
