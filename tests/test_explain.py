@@ -217,3 +217,29 @@ def test_sizes_and_group_transforms_list_their_rows(store):
     out = e.hippo.groupby("r").transform(t=("x", "sum")).hippo.compute()
     got = out.hippo.lineage.explain(0, "t", sources={"ev": ev})
     assert set(got.row) == {0, 1, 2, 3}
+
+
+def test_explain_and_without_on_a_cluster(store, cluster_client):
+    """The same answers computed on a LocalCluster (threads and worker processes) as on pandas."""
+    _, client = cluster_client
+    ev = _events(80, seed=3)
+    users = pd.DataFrame({"u": range(6), "region": list("aabbcc")})
+
+    def pipeline(e, u):
+        e, u = e.hippo.source("ev"), u.hippo.source("users")
+        per_user = e.hippo.merge(u, on="u").hippo.groupby("u").agg(total=("x", "sum"), top=("x", "max"))
+        return e.hippo.merge(per_user, on="u")
+
+    frames = {"ev": dd.from_pandas(ev, npartitions=3, sort=False), "users": dd.from_pandas(users, npartitions=2, sort=False)}
+    out = pipeline(frames["ev"], frames["users"]).hippo.compute(scheduler=client)
+    lin = out.hippo.lineage
+    for row in (0, len(out) // 2, len(out) - 1):
+        got = lin.explain(row, "total", sources=frames, scheduler=client)
+        members = ev[ev.u == out.u[row]].x.dropna()
+        assert dict(zip(got.row, got.contribution)) == pytest.approx({int(i): float(v) for i, v in members.items()})
+    removed = [int(i) for i in np.flatnonzero(ev.u.to_numpy() == out.u[0])[:2]]
+    w = lin.without("ev", removed, sources=frames, scheduler=client)
+    again = pipeline(ev.drop(ev.index[removed]).reset_index(drop=True), users).hippo.compute()
+    key = ["u", "x", "total", "top", "c"]
+    pd.testing.assert_frame_equal(w.result.sort_values(key).reset_index(drop=True)[key],
+                                  again.sort_values(key).reset_index(drop=True)[key], check_dtype=False, rtol=1e-9)
