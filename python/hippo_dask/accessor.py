@@ -261,6 +261,57 @@ class HippoAccessor:
         result.attrs[_RESULT_ATTR] = _Handle(lineage, result_fingerprint(result, lineage.columns))
         return result
 
+    def to_parquet(self, path: str, storage_options: Mapping[str, Any] | None = None,
+                   **compute_kwargs: Any) -> Lineage:
+        """Compute the frame and write it as parquet from the workers, with its lineage; gather nothing.
+
+        Each result partition is finished where it was computed: its rows go to
+        ``path/part-NNNNN.parquet`` and its lineage fragment into the run; the
+        run's manifest is written last, so a result larger than one machine's
+        memory can be captured. Result row positions (what queries take) are
+        the rows in file-name order, as ``dd.read_parquet(path)`` and
+        ``pd.read_parquet(path)`` read them.
+
+        Parameters
+        ----------
+        path : str
+            A folder (local or fsspec URL) that does not exist yet or is empty.
+        storage_options : mapping, optional
+            fsspec options for ``path``.
+        **compute_kwargs
+            Passed to ``dask.compute`` (e.g. ``scheduler=client``).
+
+        Returns
+        -------
+        Lineage
+            The committed run (``hippo.open(store, run_id)`` reopens it).
+
+        Examples
+        --------
+        >>> import pandas as pd, dask.dataframe as dd, hippo_dask as hippo, tempfile, os
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = dd.from_pandas(pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}), npartitions=2)
+        >>> folder = os.path.join(tempfile.mkdtemp(), "out")
+        >>> lin = df.hippo.source("df").hippo.filter(lambda p: p.x > 1).hippo.to_parquet(folder)
+        >>> pd.read_parquet(folder)
+           k  x
+        0  b  2
+        1  a  3
+        >>> lin.backward(rows=[1])["df"].rows
+        array([2])
+        """
+        import fsspec
+
+        tracked = self._t("to_parquet")
+        fs, root = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
+        if fs.exists(root) and (not fs.isdir(root) or fs.ls(root)):
+            raise LineageError(f"to_parquet: {path} exists and is not an empty folder; choose a new folder (files "
+                               "already there would be read as rows of this result)")
+        fs.makedirs(root, exist_ok=True)
+        _, run_id = _compute(tracked, parquet={"path": path, "storage_options": dict(storage_options or {})},
+                             **compute_kwargs)
+        return Lineage(tracked.store, run_id)
+
     # -- user code
     def map(self, func: Callable[..., pd.DataFrame], reads: Sequence[str] | None = None,
             writes: Sequence[str] | None = None, meta: Any = None, lineage: LineageType | None = None,

@@ -149,8 +149,12 @@ def _failed(tracked: Tracked, infos: dict[str, Any], error: UserFunctionError, r
 
 
 def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, Any] | None = None,
-            **compute_kwargs: Any) -> tuple[pd.DataFrame, str]:
+            parquet: Mapping[str, Any] | None = None, **compute_kwargs: Any) -> tuple[pd.DataFrame | None, str]:
     """Compute ``tracked``; return the clean pandas result and the committed run id.
+
+    ``parquet={"path": folder, "storage_options": {...}}`` writes the result
+    from the workers instead, one parquet file and one lineage fragment per
+    partition, and returns ``None`` for the result (nothing is gathered).
 
     ``replay_of`` and ``links`` (JSON) are written into the manifest: what run
     this one replays or was derived from (e.g. a rerun without some rows).
@@ -198,9 +202,15 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
         # One partition, as DataFrame.compute() does: the result is gathered into one pandas
         # frame anyway, and a final sort_values then sorts in place instead of computing the
         # whole pipeline once more for its partition boundaries. A worker finishes it.
-        finished = tracked.data.repartition(npartitions=1).map_partitions(
-            P.finish_partition, counts, result_path, meta=P.clean(tracked.data._meta), enforce_metadata=False)
-        receipts = {P.RESULT_RECEIPT: finished.map_partitions(P.receipt_of, P.RESULT_RECEIPT, meta=P.RECEIPT_META)}
+        if parquet is not None:  # every partition writes its rows and its lineage where it was computed
+            finished = tracked.data.map_partitions(P.finish_to_parquet, counts, run_dir, parquet["path"],
+                                                   parquet.get("storage_options"), meta=P.RECEIPT_META,
+                                                   enforce_metadata=False)
+            receipts = {P.RESULT_RECEIPT: finished}
+        else:
+            finished = tracked.data.repartition(npartitions=1).map_partitions(
+                P.finish_partition, counts, result_path, meta=P.clean(tracked.data._meta), enforce_metadata=False)
+            receipts = {P.RESULT_RECEIPT: finished.map_partitions(P.receipt_of, P.RESULT_RECEIPT, meta=P.RECEIPT_META)}
         for nid, data in recorders.items():
             receipts[nid] = data.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
         _release_cached_property_locks()
@@ -210,7 +220,12 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
             # all expressions, computed in one graph: what tasks share runs once
             counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
             try:
-                result, receipt_frames, counts_table = dask.compute(finished, receipts, counts_frame, **compute_kwargs)
+                if parquet is not None:
+                    result = None
+                    receipt_frames, counts_table = dask.compute(receipts, counts_frame, **compute_kwargs)
+                else:
+                    result, receipt_frames, counts_table = dask.compute(finished, receipts, counts_frame,
+                                                                        **compute_kwargs)
             except UserFunctionError as error:
                 raise _failed(tracked, infos, error, run_id, compute_kwargs) from error.original
         node_facts = _facts_of_frame(counts_table)
@@ -223,8 +238,16 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
         receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
         receipt_frames.update({nid: P.receipt_of(data, nid) for nid, data in recorders.items()})
         result = finished
+        if parquet is not None:
+            import fsspec
+
+            rows = P.clean(finished)
+            rows.attrs = {}
+            with fsspec.open(parquet["path"].rstrip("/") + "/" + P.result_file_name(0), "wb",
+                             **dict(parquet.get("storage_options") or {})) as f:
+                rows.to_parquet(f, index=False)
     fragments = _receipt_rows(receipt_frames.pop(P.RESULT_RECEIPT))
-    if len(fragments) != 1:
+    if len(fragments) != 1 and parquet is None:
         raise LineageError(f"internal: expected one result fragment, got {len(fragments)}")
     groups = {nid: sorted({r["path"] for r in _receipt_rows(frame)}) for nid, frame in receipt_frames.items()}
     for nid, names in tracked.receipts.items():  # written before this compute (by a fit)
@@ -234,20 +257,27 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
     if missing:
         raise LineageError(f"internal: no receipts for the membership of node(s) {missing}; the run is not committed")
     codes = _write_code(store, nodes)
-    result = result.reset_index(drop=True)  # rows are positions: labels and positions agree
-    result.attrs = {}
+    if result is not None:
+        result = result.reset_index(drop=True)  # rows are positions: labels and positions agree
+        result.attrs = {}
+        summary = {"columns": list(result.columns), "rows": len(result), "digest": fragments[0].get("digest", {}),
+                   # order-sensitive: lets a caller check a frame is this result, row for row
+                   "fingerprint": list(P.result_fingerprint(result, list(result.columns)))}
+        if parquet is not None:
+            summary["parquet"] = {"path": parquet["path"], "files": [P.result_file_name(0)]}
+    else:
+        summary = {"columns": [c for c in tracked.data._meta.columns if not str(c).startswith(P.HIDDEN_PREFIX)],
+                   "rows": sum(int(f["rows"]) for f in fragments),
+                   "digest": P.combine_digests([f.get("digest", {}) for f in fragments]),
+                   "parquet": {"path": parquet["path"], "files": [P.result_file_name(i) for i in range(len(fragments))]}}
     manifest = {
         "created": time.time(),
         "versions": _versions(),
         "nodes": [dict(n.to_json(), **({"code": codes[n.id]} if n.id in codes else {})) for n in nodes],
         "result": {
             "node": tracked.node.id,
-            "columns": list(result.columns),
-            "rows": len(result),
             "fragments": [{k: v for k, v in f.items() if k != "digest"} for f in fragments],
-            "digest": fragments[0].get("digest", {}),
-            # order-sensitive: lets a caller check a frame is this result, row for row
-            "fingerprint": list(P.result_fingerprint(result, list(result.columns))),
+            **summary,
         },
         "sources": {
             info.name: {

@@ -1032,6 +1032,48 @@ def finish_partition(
 RESULT_RECEIPT = "result"
 
 
+def result_fragment_name(index: int) -> str:
+    """Name of result partition ``index``'s lineage fragment in the run folder (partition order = name order)."""
+    return f"result-{index:05d}.hippo"
+
+
+def result_file_name(index: int) -> str:
+    """Name of result partition ``index``'s data file in a ``to_parquet`` folder (readers list files by name)."""
+    return f"part-{index:05d}.parquet"
+
+
+def finish_to_parquet(part: pd.DataFrame, source_counts: Mapping[str, Sequence[int]], run_dir: str, folder: str,
+                      storage_options: Mapping[str, Any] | None = None,
+                      partition_info: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Write one result partition, from the worker that computed it: its lineage fragment into the
+    run, its rows as a parquet file into ``folder``; return only the receipt (nothing is gathered)."""
+    import fsspec
+
+    index = int(partition_info["number"]) if partition_info else 0
+    finished = finish_partition(part, source_counts, run_dir.rstrip("/") + "/" + result_fragment_name(index))
+    rows = clean(finished)
+    rows.attrs = {}
+    with fsspec.open(folder.rstrip("/") + "/" + result_file_name(index), "wb", **dict(storage_options or {})) as f:
+        rows.to_parquet(f, index=False)
+    return receipt_of(finished, RESULT_RECEIPT)
+
+
+def combine_digests(digests: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """One order-free digest (see :func:`multiset_digest`) for the concatenation of several frames."""
+    if not digests:
+        return {}
+    out: dict[str, str] = {}
+    for key in digests[0]:
+        prefixes = {d[key].rsplit(":", 1)[0] for d in digests if key in d}
+        total = sum(int(d[key].rsplit(":", 1)[1], 16) for d in digests if key in d) % (1 << 64)
+        if key == "\x00rows":
+            count = sum(int(d[key].rsplit(":", 1)[0]) for d in digests if key in d)
+            out[key] = f"{count}:{total:016x}"
+        else:
+            out[key] = f"{prefixes.pop() if len(prefixes) == 1 else 'mixed'}:{total:016x}"
+    return out
+
+
 #: Rows of a result whose values make its fingerprint (all of them up to this many).
 _FINGERPRINT_ROWS = 4096
 
