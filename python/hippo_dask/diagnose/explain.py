@@ -133,12 +133,10 @@ class _Explainer:
                 self.value(parent, members[i], source_column, weight * share, f"gives the {label}")
             return
         if func == "nunique":
-            counts = values[present].map(values[present].value_counts())
             for member, ok, c in zip(members, present, values.map(values[present].value_counts()).to_numpy()):
                 if ok:
                     self._cells(parent, member, source_column, weight / float(c), f"one of {int(c)} row(s) with a value "
                                 "the nunique counts")
-            del counts
             return
         if func == "var" and n > 1:
             numbers = values[present].astype(float).to_numpy()
@@ -282,8 +280,6 @@ def _passes_unchanged(node: Node, column: str) -> bool:
 def _why(node: Node) -> str:
     if node.op in APPLY_MODEL:
         return f"made by a fitted model ({describe_node(node)}); these are its input features"
-    if node.op == "groupby":
-        return f"computed by {describe_node(node)}"
     return f"computed by {describe_node(node)}"
 
 

@@ -748,16 +748,7 @@ class SlicedRun:
 
     def translate(self, original: Node, rebuilt: Node, values: np.ndarray) -> np.ndarray:
         """Slot values of rebuilt rows (columns in ``rebuilt.slots`` order) as the original run's values."""
-        out = np.array(values, dtype=np.int64, copy=True)
-        for j, slot in enumerate(original.slots):
-            origin = original.slot_origin.get(slot)
-            name = self.lineage._source_by_node.get(origin)
-            if name is not None:
-                positions = self.subset[name]
-                column = out[:, j]
-                real = column != -1
-                column[real] = positions[column[real]]
-        return out
+        return positions_back(self.lineage, original, values, self.subset)
 
     def rows_of(self, rows: np.ndarray, strict: bool = True) -> np.ndarray:
         """Positions in the sliced result of the original result ``rows`` (same slot values).
@@ -786,6 +777,23 @@ class SlicedRun:
                                   "depends on; this run cannot be replayed in slices")
             found.append(candidates[k])
         return np.asarray(found, dtype=np.int64)
+
+
+def positions_back(lineage: "Lineage", original: Node, values: np.ndarray, kept: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Slot values of a run over some source rows, as ``original``'s values in ``lineage``.
+
+    ``kept[name]`` lists, in order, the original positions of the rows the run
+    read from source ``name``: its position ``i`` is the original ``kept[name][i]``.
+    Sources not in ``kept`` were read whole.
+    """
+    out = np.array(values, dtype=np.int64, copy=True)
+    for j, slot in enumerate(original.slots):
+        name = lineage._source_by_node.get(original.slot_origin.get(slot))
+        if name in kept:
+            column = out[:, j]
+            real = column != -1
+            column[real] = kept[name][column[real]]
+    return out
 
 
 def recorded_dtypes(lineage: "Lineage") -> dict[str, str]:

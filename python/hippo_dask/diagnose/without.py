@@ -42,10 +42,10 @@ import pandas as pd
 from .. import _core
 from ..errors import QueryError, ReplayError
 from ..partition import unique_sorted
-from ..plan import APPLY_MODEL, MEMBERSHIP, ONE_TO_ONE, ROW, Node
+from ..plan import APPLY_MODEL, MEMBERSHIP, ONE_TO_ONE, ROW
 from ..store import Store
 from .replay import (Rebuild, SlicedRun, _check_fingerprints, _read_file, _row_reads, as_recorded,
-                     check_sliceable, closure, describe_node)
+                     check_sliceable, closure, describe_node, positions_back)
 
 if TYPE_CHECKING:
     from ..lineage import Lineage
@@ -138,8 +138,7 @@ class Without:
 
         lineage = self._lineage
         args = self._replay_args
-        rebuild = Rebuild(lineage, args["sources"], args["trust"], args["functions"], args["estimators"], lineage.store,
-                          drop={self.source: self.removed}, refit=set(args["refit"]), compute_kwargs=args["compute_kwargs"])
+        rebuild = _rebuild_without(lineage, self.source, self.removed, args, lineage.store)
         links = {"without_of": {"run": lineage.run_id, "source": self.source, "rows": int(len(self.removed)),
                                 "positions": _positions_checksum(self.removed)}}
         frame, run_id = compute(rebuild.run(), links=links, **args["compute_kwargs"])
@@ -442,21 +441,13 @@ def _rerun(lineage: "Lineage", source: str, removed: np.ndarray, original: pd.Da
     scratch = tempfile.mkdtemp(prefix="hippo-without-")
     try:
         store = Store(scratch)
-        rebuild = Rebuild(lineage, args["sources"], args["trust"], args["functions"], args["estimators"], store,
-                          drop={source: removed}, refit=set(args["refit"]), compute_kwargs=args["compute_kwargs"])
-        fresh, run_id = compute(rebuild.run(), **args["compute_kwargs"])
+        fresh, run_id = compute(_rebuild_without(lineage, source, removed, args, store).run(), **args["compute_kwargs"])
         again = Lineage(store, run_id)
-        new_slots = again.result_slots().values.copy()
+        # the rerun's source positions are positions in the reduced source: map them back
+        kept = {source: np.delete(np.arange(lineage.source_rows(source), dtype=np.int64), removed)}
+        new_slots = positions_back(lineage, lineage._result, again.result_slots().values, kept)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    # the rerun's source positions are positions in the reduced source: map them back
-    kept = np.delete(np.arange(lineage.source_rows(source), dtype=np.int64), removed)
-    for j, slot in enumerate(lineage._result.slots):
-        origin = lineage._result.slot_origin.get(slot)
-        if lineage._source_by_node.get(origin) == source:
-            column = new_slots[:, j]
-            real = column != -1
-            column[real] = kept[column[real]]
     # a rerun's result is what the pipeline now gives: its own columns (a refitted classifier can
     # know other classes) and dtypes (a left merge without holes keeps ints)
     fresh = fresh.reset_index(drop=True)
@@ -522,6 +513,13 @@ def _twins(before: pd.DataFrame, removed: np.ndarray, after: pd.DataFrame, added
     same = ~_differences(old.iloc[hit].reset_index(drop=True), new.iloc[pairs[hit]].reset_index(drop=True),
                          columns).any(axis=1)
     return removed[hit[same]], added[pairs[hit[same]]]
+
+
+def _rebuild_without(lineage: "Lineage", source: str, removed: np.ndarray, args: Mapping[str, Any],
+                     store: Store) -> Rebuild:
+    """The run's pipeline rebuilt on its sources minus ``removed``, models the removal reaches refitted."""
+    return Rebuild(lineage, args["sources"], args["trust"], args["functions"], args["estimators"], store,
+                   drop={source: removed}, refit=set(args["refit"]), compute_kwargs=args["compute_kwargs"])
 
 
 def _whole_original(lineage: "Lineage", args: Mapping[str, Any]) -> pd.DataFrame:
