@@ -26,7 +26,8 @@ import pandas as pd
 
 from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError
-from .partition import GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, positions_from_halves, unique_sorted
+from .partition import (GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, positions_from_halves, untabulate,
+                        unique_sorted)
 from .plan import APPLY_MODEL, MEMBERSHIP, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
@@ -500,6 +501,60 @@ class Lineage:
 
         return violations(self, name)
 
+    def storage(self) -> "pd.DataFrame":
+        """Lineage bytes per operator: what this run keeps in the store, and where.
+
+        One row per operator that stores anything: the result's slot arrays
+        (``result``), a group-by's or a fit's membership, a check's failing rows.
+        One-to-one operators (map, filter, sort, ...) and merges store nothing:
+        their rows keep their inputs' slots, and their column mappings are in
+        the manifest. ``bytes`` are the fragments' sizes in the store;
+        ``bytes_per_source_row`` divides by the rows of every source together.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``node``, ``op``, ``fragments``, ``rows`` (result rows, or
+            member rows for a group-by), ``bytes``, ``bytes_per_source_row``;
+            largest first, then a ``total`` row (which includes the manifest).
+
+        Examples
+        --------
+        >>> import pandas as pd, tempfile, hippo_dask as hippo
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}).hippo.source("df")
+        >>> lin = df.hippo.groupby("k").agg(total=("x", "sum")).hippo.compute().hippo.lineage
+        >>> list(lin.storage()["op"])
+        ['groupby', 'result', 'total']
+        """
+        import fsspec
+        import pandas as pd
+
+        run_dir = self.store.run_dir(self.run_id)
+
+        def size(url: str) -> int:
+            fs, path = fsspec.core.url_to_fs(url)
+            return int(fs.size(path))
+
+        sources = sum(int(info["rows"]) for info in self._sources.values()) or 1
+        rows = []
+        result_frags = self._manifest["result"]["fragments"]
+        rows.append({"node": self._result.id, "op": "result", "fragments": len(result_frags),
+                     "rows": int(self.nrows), "bytes": sum(int(f.get("bytes") or size(_join(run_dir, f["path"])))
+                                                          for f in result_frags)})
+        for node_id, names in self._manifest.get("group_fragments", {}).items():
+            node = self._nodes.get(node_id)
+            directory = self.store.fragment_dir(node_id)
+            rows.append({"node": node_id, "op": node.op if node is not None else "?", "fragments": len(names),
+                         "rows": None, "bytes": sum(size(_join(directory, name)) for name in names)})
+        manifest_bytes = size(_join(run_dir, "manifest.json"))
+        table = pd.DataFrame(rows).sort_values("bytes", ascending=False, kind="stable")
+        total = {"node": "", "op": "total", "fragments": int(table["fragments"].sum()), "rows": None,
+                 "bytes": int(table["bytes"].sum()) + manifest_bytes}
+        table = pd.concat([table, pd.DataFrame([total])], ignore_index=True).astype({"rows": "Int64"})
+        table["bytes_per_source_row"] = table["bytes"] / sources
+        return table
+
     # ------------------------------------------------------------------ loading
     def _source(self, name: str) -> Mapping[str, Any]:
         if name not in self._sources:
@@ -523,7 +578,7 @@ class Lineage:
             pieces: dict[str, list[np.ndarray]] = {s: [] for s in slots}
             for frag in self._manifest["result"]["fragments"]:
                 url = _join(run_dir, frag["path"])
-                arrays = self.store.read_fragment(url, frag["checksum"])
+                arrays = untabulate(self.store.read_fragment(url, frag["checksum"]), url)
                 for s in slots:
                     values = arrays.get(hidden(s))
                     if values is None or len(values) != frag["rows"]:
@@ -545,7 +600,7 @@ class Lineage:
             fragments = []
             for name in self._manifest["group_fragments"].get(node.id, []):
                 url = _join(directory, name)
-                arrays = self.store.read_fragment(url, name.split(".")[0])
+                arrays = untabulate(self.store.read_fragment(url, name.split(".")[0]), url)
                 for key in [hidden(s) + half for s in parent.slots for half in (SPLIT_HIGH, SPLIT_LOW)] + [GROUP_ID]:
                     if key not in arrays or len(arrays[key]) != len(arrays[GROUP_ID]):
                         raise CorruptRunError(f"{url}: a membership fragment lacks {key!r} or has ragged arrays")

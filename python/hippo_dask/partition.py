@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import _core
-from .errors import HippoError, LineageError
+from .errors import CorruptRunError, HippoError, LineageError
 from .plan import HIDDEN_PREFIX, MISSING
 
 #: Bits of a source row id that hold the offset inside its source partition.
@@ -846,6 +846,73 @@ def membership_arrays(part: pd.DataFrame, keys: Sequence[str]) -> dict[str, np.n
     return arrays
 
 
+#: Separator of a per-key table's name: ``array + TABLE + key`` (see :func:`tabulate`).
+TABLE = "@"
+
+
+def tabulate(arrays: Mapping[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    """A fragment's arrays, with every array that is a function of array ``key`` stored once
+    per distinct key value instead of once per row.
+
+    ``key`` stays per row. An array ``a`` that takes one value per distinct value of ``key``
+    in this fragment becomes ``a + TABLE + key``: its value for each distinct key, in the
+    ascending order of ``key + TABLE`` (the distinct keys). Exact by construction (checked
+    here, value by value); :func:`untabulate` undoes it. Hippo's "store a function where the
+    mapping is derivable": after ``merge(users, on="user_id")`` then ``groupby("user_id")``
+    the users row is one per group, so a membership fragment stores it once per group, and
+    the result stores it once per group slot value.
+    """
+    keys = arrays.get(key)
+    if keys is None or len(keys) < 2 or key + TABLE in arrays:
+        return dict(arrays)
+    candidates = [k for k, v in arrays.items()  # not the key of an earlier table: one pass undoes them all
+                  if k != key and TABLE not in k and k + TABLE not in arrays
+                  and len(v) == len(keys) and v.dtype == np.int64 and v.min() != v.max()]
+    if not candidates:  # constant arrays already cost nothing per row
+        return dict(arrays)
+    codes, uniques = pd.factorize(keys, sort=True)
+    if len(uniques) == len(keys):  # distinct keys: a table saves nothing
+        return dict(arrays)
+    uniques = uniques.astype(np.int64, copy=False)
+    key_cost = len(_core.encode_fragment({key + TABLE: uniques}))  # paid once, by the first table
+    out = dict(arrays)
+    for k in candidates:
+        table = np.empty(len(uniques), dtype=np.int64)
+        table[codes] = arrays[k]
+        if not np.array_equal(table[codes], arrays[k]):
+            continue  # not a function of the key here
+        # the smallest encoding wins: per row, or per key (plus the distinct keys, once)
+        per_key = len(_core.encode_fragment({k + TABLE + key: table})) + (0 if key + TABLE in out else key_cost)
+        if per_key < len(_core.encode_fragment({k: arrays[k]})):
+            out[k + TABLE + key] = table
+            del out[k]
+            out[key + TABLE] = uniques
+    return out
+
+
+def untabulate(arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Undo :func:`tabulate`: every per-key table back to one value per row."""
+    tables = [k for k in arrays if TABLE in k and not k.endswith(TABLE)]
+    if not tables:
+        return dict(arrays)
+    out = {k: v for k, v in arrays.items() if TABLE not in k}
+    index_of: dict[str, np.ndarray] = {}
+    for name in tables:
+        target, key = name.split(TABLE, 1)
+        if key not in index_of:
+            keys, distinct = arrays.get(key), arrays.get(key + TABLE)
+            if keys is None or distinct is None or (len(distinct) > 1 and not (distinct[1:] > distinct[:-1]).all()):
+                raise CorruptRunError(f"{where}: the table of {key!r} is missing or malformed")
+            index = np.searchsorted(distinct, keys)
+            if len(keys) and (index.max() >= len(distinct) or not np.array_equal(distinct[index], keys)):
+                raise CorruptRunError(f"{where}: the table of {key!r} lacks some of its values")
+            index_of[key] = index
+        if len(arrays[name]) != len(arrays[key + TABLE]):
+            raise CorruptRunError(f"{where}: the table {name!r} is ragged")
+        out[target] = arrays[name][index_of[key]]
+    return out
+
+
 #: Key of the receipts dict in a partition's ``attrs``: node id -> receipt of the fragment it wrote.
 RECEIPTS = "hippo_receipts"
 
@@ -864,7 +931,7 @@ def write_membership(part: pd.DataFrame, arrays: Mapping[str, np.ndarray], fragm
     if len(part) and fragment_dir is not None:
         from .store import write_fragment
 
-        data = _core.encode_fragment(dict(arrays))
+        data = _core.encode_fragment(tabulate(arrays, GROUP_ID))
         receipt["fragment"] = write_fragment(fragment_dir, data)
         receipt["checksum"] = receipt["fragment"].split(".")[0]
         receipt["bytes"] = len(data)
@@ -1019,6 +1086,8 @@ def finish_partition(
         if c in source_counts:
             ids = ids_to_positions(ids, source_counts[c])
         arrays[c] = ids
+    for key in [c for c in arrays if c not in source_counts]:  # group / concat slots: few values
+        arrays = tabulate(arrays, key)
     data = _core.encode_fragment(arrays)
     write_bytes(path, data)
     out = clean(part)
