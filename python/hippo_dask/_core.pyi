@@ -443,3 +443,70 @@ class RowMap:
         >>> pickle.loads(pickle.dumps(RowMap.window(10, 3))) == RowMap.window(10, 3)
         True
         """
+
+# ---------------------------------------------------------------- trace engine
+# The set algebra of every backward / forward query step (``hippo_core::trace``). A slot
+# table is a (rows x slots) int64 array; Fortran order is borrowed as is, other layouts
+# are copied. Tables come back in Fortran order. "Sorted ids": ascending, no repeats.
+
+Int64Matrix = npt.NDArray[np.int64]  # 2-d: rows x slots
+#: A forward predicate: (tested column, accepted ids sorted or None for "any but MISSING",
+#: [(column, value), ...] further equalities).
+AtomSpec = tuple[int, Int64Array | None, list[tuple[int, int]]]
+
+def unique_rows(values: Int64Matrix) -> Int64Matrix:
+    """The distinct rows: one slot as a sorted set; several in order of first occurrence.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hippo_dask._core import unique_rows
+    >>> unique_rows(np.array([[3], [1], [3]])).ravel()
+    array([1, 3])
+    """
+
+def select_unique(values: Int64Matrix, project: list[int], rows: Int64Array | None = None,
+                  present: bool = False, equals: tuple[int, int] | None = None) -> Int64Matrix:
+    """Rows kept by ``rows`` (positions; out of range: QueryError), ``present`` (one of
+    the projected slots set) or ``equals`` ((column, value)); columns ``project``; distinct.
+    At most one of ``rows``, ``present``, ``equals`` (else LineageError)."""
+
+def union_rows(a: Int64Matrix, b: Int64Matrix) -> Int64Matrix:
+    """The rows of both (same columns); duplicate-free when both are."""
+
+def column_ids(values: Int64Matrix, column: int) -> Int64Array:
+    """Sorted distinct values of one column, without MISSING (-1)."""
+
+def union_sorted(parts: list[Int64Array]) -> Int64Array:
+    """Sorted distinct values of all ``parts``."""
+
+def window_ids(ids: Int64Array, before: int | None, after: int | None,
+               ends: list[tuple[int, int]]) -> Int64Array:
+    """Window ids ``high << 32 | p`` for ``p`` in ``[pos - before, pos + after]`` around each
+    of ``ids`` (None: unbounded, to 0 or to the fragment's end from ``ends``, (high, end)
+    pairs sorted by high; a fragment not listed ends at -1), sorted and distinct."""
+
+class TraceEngine:
+    """A run's loaded maps: the result's slot table and each group-by's members with their
+    group ids (borrowed from the arrays, not copied), and per group-by the index from group
+    id to member rows, built after a few scans. Thread-safe; the GIL is released in every
+    O(n) step. Unknown keys and tables without group ids raise LineageError."""
+
+    def __init__(self) -> None: ...
+    def add_table(self, key: str, values: Int64Matrix, gids: Int64Array | None = None) -> None:
+        """Register (or replace) a table; ``gids``: one group id per row (a group-by's members)."""
+    def has_table(self, key: str) -> bool: ...
+    def indexed(self, key: str) -> bool:
+        """Whether the group index of ``key`` has been built."""
+    def take_unique(self, key: str, rows: Int64Array) -> Int64Matrix:
+        """Distinct tuples of rows ``rows`` of table ``key``."""
+    def members_of(self, key: str, wanted: Int64Array, project: list[int],
+                   window: tuple[int | None, int | None] | None = None) -> Int64Matrix:
+        """Distinct member tuples (columns ``project``) of the groups ``wanted`` (sorted ids);
+        with ``window=(before, after)``, of the windows around those ids."""
+    def window_ids(self, key: str, ids: Int64Array, before: int | None, after: int | None) -> Int64Array:
+        """:func:`window_ids` with the fragment ends of group table ``key``."""
+    def matching_groups(self, key: str, atoms: list[AtomSpec]) -> Int64Array:
+        """Sorted group ids of the members any atom matches."""
+    def evaluate_sets(self, key: str, atoms: list[AtomSpec], sets: list[list[int]]) -> list[Int64Array]:
+        """Per set of atom indices, the sorted rows any of its atoms matches (each atom evaluated once)."""

@@ -20,7 +20,13 @@ import json
 import types
 from typing import Any, Callable
 
-from dask.base import tokenize
+
+def tokenize(*args: Any, **kwargs: Any) -> str:
+    """Dask's ``tokenize``, imported on first use (reading a store never imports Dask)."""
+    from dask.base import tokenize as dask_tokenize
+
+    return dask_tokenize(*args, **kwargs)
+
 
 #: How deep referenced functions are followed for their own globals.
 _MAX_DEPTH = 3

@@ -107,16 +107,26 @@ def _trace_set(rows: np.ndarray | None, cell_parts: list[tuple[np.ndarray, str]]
     by_column: dict[str, np.ndarray] = {}
     for part, column in cell_parts:
         part = part.astype(np.int64, copy=False)
-        by_column[column] = part if column not in by_column else unique_sorted(np.concatenate([by_column[column], part]))
+        if column not in by_column:
+            by_column[column] = part
+        elif by_column[column] is not part:
+            by_column[column] = _core.union_sorted([by_column[column], part])
     if rows is None:
-        parts = list(by_column.values())
-        rows = unique_sorted(np.concatenate(parts)) if len(parts) > 1 else (parts[0] if parts else np.array([], dtype=np.int64))
+        rows = _union_sorted(list(by_column.values()))
     return TraceSet(rows.astype(np.int64, copy=False), by_column)
 
 
-def _sorted_unique(values: Iterable[int] | np.ndarray) -> np.ndarray:
-    arr = unique_sorted(np.asarray(values, dtype=np.int64))
-    return arr[arr != MISSING]
+def _union_sorted(parts: list[np.ndarray]) -> np.ndarray:
+    """The union of sorted id sets; columns often share one array, united once."""
+    distinct = list({id(p): p for p in parts}.values())
+    if len(distinct) == 1:
+        return distinct[0]
+    return _core.union_sorted(distinct) if distinct else np.array([], dtype=np.int64)
+
+
+def _int64_columns(values: np.ndarray) -> np.ndarray:
+    """``values`` as int64 with contiguous columns (no copy when they already are)."""
+    return np.asfortranarray(values, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,8 @@ class SlotRows:
 
     ``values`` holds one row per line and one slot per column (int64). Plain
     numpy, because queries run many small steps and DataFrame overhead would
-    dominate them.
+    dominate them; the set algebra (dedupe, union, select) runs in the Rust
+    trace engine (``hippo_core::trace``).
     """
 
     slots: tuple[str, ...]
@@ -137,6 +148,10 @@ class SlotRows:
     def column(self, slot: str) -> np.ndarray:
         return self.values[:, self.slots.index(slot)]
 
+    def ids(self, slot: str) -> np.ndarray:
+        """Sorted distinct values of ``slot``, without ``MISSING``."""
+        return _core.column_ids(_int64_columns(self.values), self.slots.index(slot))
+
     def take(self, selector: np.ndarray) -> "SlotRows":
         return SlotRows(self.slots, self.values[selector])
 
@@ -145,21 +160,25 @@ class SlotRows:
         index = [self.slots.index(s) for s in mapping]
         return SlotRows(tuple(mapping.values()), self.values[:, index])
 
+    def select(self, mapping: Mapping[str, str], *, present: bool = False,
+               equals: tuple[str, int] | None = None) -> "SlotRows":
+        """:meth:`project` then :meth:`unique` in one pass; ``present``: only rows with one
+        of the kept slots set; ``equals=(slot, value)``: only rows with that value."""
+        index = [self.slots.index(s) for s in mapping]
+        where = None if equals is None else (self.slots.index(equals[0]), int(equals[1]))
+        values = _core.select_unique(_int64_columns(self.values), index, present=present, equals=where)
+        return SlotRows(tuple(mapping.values()), values)
+
     def unique(self) -> "SlotRows":
+        """The distinct rows (one slot: sorted; several: first occurrences, in order)."""
         if len(self.values) <= 1:
             return self
-        if self.values.shape[1] == 1:
-            return SlotRows(self.slots, unique_sorted(self.values[:, 0])[:, None])
-        if len(self.values) < 4096:
-            return SlotRows(self.slots, np.unique(self.values, axis=0))
-        # many rows of several slots: a hash dedupe (first occurrences) is O(n), the
-        # row sort np.unique(axis=0) does dominated traces of 10^5+ rows
-        duplicated = pd.DataFrame(self.values, copy=False).duplicated().to_numpy()
-        return SlotRows(self.slots, self.values[~duplicated] if duplicated.any() else self.values)
+        return SlotRows(self.slots, _core.unique_rows(_int64_columns(self.values)))
 
     def union(self, other: "SlotRows") -> "SlotRows":
+        """The rows of both (duplicate-free when both are, as every trace step's are)."""
         other_values = other.values if other.slots == self.slots else other.values[:, [other.slots.index(s) for s in self.slots]]
-        return SlotRows(self.slots, np.concatenate([self.values, other_values])).unique()
+        return SlotRows(self.slots, _core.union_rows(_int64_columns(self.values), _int64_columns(other_values)))
 
     @staticmethod
     def from_arrays(arrays: Mapping[str, np.ndarray], slots: Sequence[str]) -> "SlotRows":
@@ -170,8 +189,8 @@ class SlotRows:
         return SlotRows(tuple(slots), values)
 
 
-#: Backward steps through a group-by answered by scanning before its index is built.
-_SCANS_BEFORE_INDEX = 4
+#: Key of the result's slot table in a Lineage's trace engine (group-bys use their node id).
+_RESULT = "\x00result"
 
 # An atom of a forward predicate: rows whose ``slot`` is in ``ids`` (``None``:
 # any value but MISSING) and whose concat tags match ``conds`` (slot, value) pairs.
@@ -212,8 +231,7 @@ class Lineage:
         self._source_by_node = {info["node"]: name for name, info in self._sources.items()}
         self._result_slots: SlotRows | None = None
         self._members: dict[str, tuple[SlotRows, np.ndarray]] = {}
-        self._group_index: dict[str, tuple[pd.Index, _core.RowMap]] = {}
-        self._group_queries: dict[str, int] = {}
+        self._trace_engine: _core.TraceEngine | None = None  # the run's maps, loaded into the Rust trace engine
         self._result_frame: Any = None  # weak reference to the result frame, set by ``result.hippo.lineage``
 
     # ------------------------------------------------------------------ facts
@@ -514,8 +532,8 @@ class Lineage:
         Returns
         -------
         pandas.DataFrame
-            Columns ``node``, ``op``, ``fragments``, ``rows`` (result rows, or
-            member rows for a group-by), ``bytes``, ``bytes_per_source_row``;
+            Columns ``node``, ``op``, ``fragments``, ``rows`` (result rows; NA
+            for memberships), ``bytes``, ``bytes_per_source_row``;
             largest first, then a ``total`` row (which includes the manifest).
 
         Examples
@@ -628,18 +646,27 @@ class Lineage:
             self._members[node.id] = (SlotRows(tuple(parent.slots), values), gids)
         return self._members[node.id]
 
-    def group_index(self, node: Node) -> tuple[pd.Index, _core.RowMap]:
-        """Group ids -> dense codes (a hash index), and the member -> group map over codes.
+    def _engine(self) -> _core.TraceEngine:
+        """The Rust trace engine holding this run's loaded maps (created on first use)."""
+        if self._trace_engine is None:
+            self._trace_engine = _core.TraceEngine()
+        return self._trace_engine
 
-        Built once per group-by (hash factorize, then a counting sort inside the Rust
-        group map), so a backward step costs the size of the groups it asks for, not a
-        scan of every member.
-        """
-        if node.id not in self._group_index:
-            _, gids = self.members(node)
-            codes, uniques = pd.factorize(gids)
-            self._group_index[node.id] = (pd.Index(uniques), _core.RowMap.group(codes.astype(np.int64, copy=False), len(uniques)))
-        return self._group_index[node.id]
+    def _result_table(self) -> tuple[_core.TraceEngine, SlotRows]:
+        """The engine, with the result's slot table registered (borrowed, not copied)."""
+        engine, slots = self._engine(), self.result_slots()
+        if not engine.has_table(_RESULT):
+            engine.add_table(_RESULT, _int64_columns(slots.values))
+        return engine, slots
+
+    def _group_table(self, node: Node) -> tuple[_core.TraceEngine, SlotRows]:
+        """The engine, with group-by ``node``'s members and group ids registered; the engine
+        scans them for the first queries, then builds its group id -> member rows index."""
+        engine = self._engine()
+        members, gids = self.members(node)
+        if not engine.has_table(node.id):
+            engine.add_table(node.id, _int64_columns(members.values), np.ascontiguousarray(gids, dtype=np.int64))
+        return engine, members
 
     # ------------------------------------------------------------------ validation
     @staticmethod
@@ -701,12 +728,16 @@ class Lineage:
             rows = self._rows(rows, self.nrows, "the result")
             cols = self._columns(columns, self.columns, "the result")
             targets = (list(self.columns) + [ROW]) if cols is None else cols
-            tuples = self.result_slots().take(rows).unique()
+            engine, slots = self._result_table()
+            tuples = SlotRows(slots.slots, engine.take_unique(_RESULT, rows))
             state: dict[str, dict[str, SlotRows]] = {self._result.id: {c: tuples for c in targets}}
         else:
             state = {start[0]: dict(start[1])}
             targets = list(start[1])
         found: dict[str, tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]] = {n: ([], []) for n in self._sources}
+        # (id(a), id(b)) -> (a, b, a | b): columns that reach a node by the same two paths share
+        # one union (a and b are kept alive, so their ids are not reused meanwhile)
+        unions: dict[tuple[int, int], tuple[SlotRows, SlotRows, SlotRows]] = {}
         for node in reversed(self._order):
             current = state.pop(node.id, None)
             if not current:
@@ -715,8 +746,11 @@ class Lineage:
                 keep[node.id] = dict(current)
             if node.op == "source":
                 row_parts, cell_parts = found[self._source_by_node[node.id]]
+                positions_of: dict[int, np.ndarray] = {}  # columns share tuple sets: one id set each
                 for col, t in current.items():
-                    positions = _sorted_unique(t.column(node.new_slot))
+                    if id(t) not in positions_of:
+                        positions_of[id(t)] = t.ids(node.new_slot)
+                    positions = positions_of[id(t)]
                     if col == ROW:
                         row_parts.append(positions)
                     else:
@@ -733,60 +767,54 @@ class Lineage:
                         projected[key] = (self._spread_backward(node, t, spread) if spread
                                           else self._backward_step(node, k, t))
                     t_in = projected[key]
-                    if len(t_in):
-                        target = state.setdefault(node.inputs[k].id, {})
-                        target[in_col] = t_in if in_col not in target else target[in_col].union(t_in)
+                    if not len(t_in):
+                        continue
+                    target = state.setdefault(node.inputs[k].id, {})
+                    before = target.get(in_col)
+                    if before is None or before is t_in:
+                        target[in_col] = t_in
+                        continue
+                    pair = unions.get((id(before), id(t_in))) or unions.get((id(t_in), id(before)))
+                    if pair is None:
+                        pair = unions[(id(before), id(t_in))] = (before, t_in, before.union(t_in))
+                    target[in_col] = pair[2]
         sets = {}
         for name, (row_parts, cell_parts) in found.items():
-            rows = None if ROW not in targets else (unique_sorted(np.concatenate(row_parts)) if row_parts else np.array([], dtype=np.int64))
+            rows = None if ROW not in targets else _union_sorted(row_parts)
             sets[name] = _trace_set(rows, cell_parts)
         return Trace(sets)
 
     def _backward_step(self, node: Node, k: int, t: SlotRows) -> SlotRows:
         """Slot tuples of ``node``'s rows -> slot tuples of the rows of input ``k`` they came from."""
         if node.op in ONE_TO_ONE:
-            return t if t.slots == node.inputs[0].slots else t.project(node.slot_from[0]).unique()
+            return t if t.slots == node.inputs[0].slots else t.select(node.slot_from[0])
         if node.op in APPLY_MODEL:
             if k not in node.model_inputs:
                 return t
             model = node.inputs[k]  # a fit: one row, the model, group id 0
             return SlotRows((model.new_slot,), np.zeros((1 if len(t) else 0, 1), dtype=np.int64))
         if node.op == "merge":
-            side = t.project(node.slot_from[k])
-            present = (side.values != MISSING).any(axis=1)  # every real row has a slot set
-            return side.take(present).unique()
+            return t.select(node.slot_from[k], present=True)  # every real row of a side has a slot set
         if node.op == "concat":
-            return t.take(t.column(node.new_slot) == k).project(node.slot_from[k]).unique()
+            return t.select(node.slot_from[k], equals=(node.new_slot, k))
         if node.op in MEMBERSHIP:
-            members, gids = self.members(node)
-            wanted = _sorted_unique(t.column(node.new_slot))
-            # The first few steps through a group-by scan the memberships (~20 ms at 10M
-            # members); after that the index (built once, ~0.3 s) answers in group-size time.
-            self._group_queries[node.id] = self._group_queries.get(node.id, 0) + 1
-            if self._group_queries[node.id] <= _SCANS_BEFORE_INDEX and node.id not in self._group_index:
-                return members.take(_core.isin_sorted(wanted, gids)).unique()
-            index, by_group = self.group_index(node)
-            codes = index.get_indexer(wanted)
-            return members.take(by_group.backward(np.sort(codes[codes >= 0]))).unique()
+            return self._members_of(node, t.ids(node.new_slot))
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
+
+    def _members_of(self, node: Node, wanted: np.ndarray, window: tuple[int | None, int | None] | None = None) -> SlotRows:
+        """Distinct member tuples of group-by ``node``'s groups ``wanted`` (sorted ids), or of
+        the windows ``(before, after)`` around them."""
+        engine, members = self._group_table(node)
+        if not len(wanted):
+            return SlotRows(members.slots, np.empty((0, len(members.slots)), dtype=np.int64, order="F"))
+        return SlotRows(members.slots, engine.members_of(node.id, wanted, list(range(len(members.slots))), window))
 
     def _spread_backward(self, node: Node, t: SlotRows, spread: Mapping[str, Any]) -> SlotRows:
         """Rows of the input whose values fed a spread column of rows ``t`` (a group, a window)."""
-        wanted = _sorted_unique(t.column(node.new_slot))
-        members, gids = self.members(node)
+        window = None
         if spread["kind"] == "window":
-            wanted = _window_ids(wanted, spread["preceding"], spread["following"], self._window_ends(node))
-        return members.take(_core.isin_sorted(wanted, gids)).unique()
-
-    def _window_ends(self, node: Node) -> dict[int, int]:
-        """Last position of each window fragment (its ``high`` id half), from the memberships."""
-        key = ("ends", node.id)
-        if key not in self._group_index:
-            _, gids = self.members(node)
-            high, low = gids >> OFFSET_BITS, gids & ((1 << OFFSET_BITS) - 1)
-            ends = pd.Series(low).groupby(high).max() if len(gids) else pd.Series(dtype=np.int64)
-            self._group_index[key] = {int(h): int(v) for h, v in ends.items()}  # type: ignore[assignment]
-        return self._group_index[key]  # type: ignore[return-value]
+            window = (_bound(spread["preceding"]), _bound(spread["following"]))
+        return self._members_of(node, t.ids(node.new_slot), window)
 
     # ------------------------------------------------------------------ forward
     def forward(self, source: str, rows: int | Sequence[int] | np.ndarray,
@@ -823,6 +851,7 @@ class Lineage:
         targets = (list(info["columns"]) + [ROW]) if cols is None else cols
         start: list[Atom] = [(node.new_slot, rows, ())]
         state: dict[str, dict[str, list[Atom]]] = {node.id: {c: start for c in targets}}
+        merged: dict[tuple, tuple[list, np.ndarray]] = {}  # id sets united once for all columns
         for current in self._order:
             if current.op == "source":
                 continue
@@ -838,42 +867,38 @@ class Lineage:
                         if kk != k or in_col not in upstream or (k in current.model_inputs and not through_models):
                             continue
                         atoms = upstream[in_col]
-                        key = (id(atoms), spread["kind"] if spread else "")
+                        key = (_atoms_key(atoms), spread["kind"] if spread else "")
                         if key not in mapped:
                             mapped[key] = (self._spread_forward(current, atoms, spread) if spread
                                            else self._forward_step(current, k, atoms))
                         if mapped[key]:
                             produced.setdefault(out_col, []).extend(mapped[key])
             if produced:
-                state[current.id] = {c: _merge_atoms(a) for c, a in produced.items()}
+                state[current.id] = {c: _merge_atoms(a, merged) for c, a in produced.items()}
                 if reached is not None:
                     reached.add(current.id)
         final = state.get(self._result.id, {})
-        slots = self.result_slots()
-        any_cell = np.zeros(len(slots), dtype=bool)
-        row_mask = np.zeros(len(slots), dtype=bool)
-        cell_parts = []
-        evaluated: dict[tuple, np.ndarray] = {}  # columns often share one predicate
-        for col, atoms in final.items():
-            key = tuple((slot, conds, -1 if ids is None else ids.size, 0 if ids is None else hash(ids.tobytes()))
-                        for slot, ids, conds in atoms)
-            if key not in evaluated:
-                evaluated[key] = _evaluate(atoms, slots)
-            mask = evaluated[key]
-            if col == ROW:
-                row_mask |= mask
-            else:
-                any_cell |= mask
-                cell_parts.append((np.flatnonzero(mask), col))
-        return _trace_set(np.flatnonzero(row_mask if cols is None else any_cell), cell_parts)
+        engine, slots = self._result_table()
+        atoms, sets, set_of_column = _atom_sets(final, slots.slots)
+        found = engine.evaluate_sets(_RESULT, atoms, sets) if sets else []
+        cell_parts = [(found[i], col) for col, i in set_of_column.items() if col != ROW]
+        if cols is None:
+            rows = found[set_of_column[ROW]] if ROW in set_of_column else np.array([], dtype=np.int64)
+        else:
+            rows = _union_sorted([part for part, _ in cell_parts])
+        return _trace_set(rows, cell_parts)
 
     def _spread_forward(self, node: Node, atoms: list[Atom], spread: Mapping[str, Any]) -> list[Atom]:
         """Output rows whose spread column a set of input rows fed: their group / window ids."""
-        members, member_gids = self.members(node)
-        gids = _sorted_unique(member_gids[_evaluate(atoms, members)])
-        if spread["kind"] == "window":
-            gids = _window_ids(gids, spread["following"], spread["preceding"], self._window_ends(node))
+        gids = self._matching_groups(node, atoms)
+        if spread["kind"] == "window" and len(gids):
+            gids = self._engine().window_ids(node.id, gids, _bound(spread["following"]), _bound(spread["preceding"]))
         return [(node.new_slot, gids, ())] if len(gids) else []
+
+    def _matching_groups(self, node: Node, atoms: list[Atom]) -> np.ndarray:
+        """Sorted group ids of group-by ``node`` whose members any of ``atoms`` matches."""
+        engine, members = self._group_table(node)
+        return engine.matching_groups(node.id, [_engine_atom(a, members.slots) for a in atoms])
 
     def _forward_step(self, node: Node, k: int, atoms: list[Atom]) -> list[Atom]:
         if node.op in ONE_TO_ONE:
@@ -889,32 +914,27 @@ class Lineage:
         if node.op == "concat":
             return [(s, ids, conds + ((node.new_slot, k),)) for s, ids, conds in atoms]
         if node.op in MEMBERSHIP:
-            members, member_gids = self.members(node)
-            gids = _sorted_unique(member_gids[_evaluate(atoms, members)])
+            gids = self._matching_groups(node, atoms)
             return [(node.new_slot, gids, ())] if len(gids) else []
         raise CorruptRunError(f"unknown operation {node.op!r} in run {self.run_id}")
 
 
-def _window_ids(ids: np.ndarray, before: int | None, after: int | None, ends: Mapping[int, int]) -> np.ndarray:
-    """Sorted unique window ids ``high << 32 | pos`` within ``[pos - before, pos + after]`` of each of ``ids``.
+def _bound(value: Any) -> int | None:
+    """A window bound from the manifest: an int, or None (unbounded)."""
+    return None if value is None else int(value)
 
-    ``None`` means unbounded: back to position 0, or on to the end of that
-    window fragment (``ends``). A range never leaves its fragment (its ``high``).
+
+def _atoms_key(atoms: list[Atom]) -> tuple:
+    """What a list of atoms tests, with id arrays by identity (the caller keeps them alive):
+    columns carrying equal atoms share one step."""
+    return tuple((slot, None if ids is None else id(ids), conds) for slot, ids, conds in atoms)
+
+
+def _merge_atoms(atoms: list[Atom], memo: dict[tuple, tuple[list, np.ndarray]] | None = None) -> list[Atom]:
+    """Union the id sets of atoms that test the same slot under the same conditions.
+
+    ``memo`` shares unions between calls: (id arrays by identity) -> (those arrays, union).
     """
-    if not len(ids):
-        return ids
-    high, pos = ids >> OFFSET_BITS, ids & ((1 << OFFSET_BITS) - 1)
-    end = np.array([ends.get(int(h), -1) for h in high], dtype=np.int64)
-    lo = np.zeros_like(pos) if before is None else np.maximum(pos - before, 0)
-    hi = end if after is None else np.minimum(pos + after, np.maximum(end, pos))
-    lengths = np.maximum(hi - lo + 1, 0)
-    starts = (high << OFFSET_BITS) | lo
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return unique_sorted(np.repeat(starts, lengths) + offsets)
-
-
-def _merge_atoms(atoms: list[Atom]) -> list[Atom]:
-    """Union the id sets of atoms that test the same slot under the same conditions."""
     by_key: dict[tuple[str, tuple[tuple[str, int], ...]], list[np.ndarray | None]] = {}
     for slot, ids, conds in atoms:
         by_key.setdefault((slot, conds), []).append(ids)
@@ -922,20 +942,51 @@ def _merge_atoms(atoms: list[Atom]) -> list[Atom]:
     for (slot, conds), ids_list in by_key.items():
         if any(ids is None for ids in ids_list):
             merged.append((slot, None, conds))
-        else:
-            merged.append((slot, ids_list[0] if len(ids_list) == 1 else unique_sorted(np.concatenate(ids_list)), conds))
+            continue
+        distinct = list({id(ids): ids for ids in ids_list}.values())
+        if len(distinct) == 1:
+            merged.append((slot, distinct[0], conds))
+            continue
+        key = tuple(sorted(id(ids) for ids in distinct))
+        if memo is None or key not in memo:
+            union = (distinct, _union_sorted(distinct))  # type: ignore[arg-type]
+            if memo is None:
+                merged.append((slot, union[1], conds))
+                continue
+            memo[key] = union
+        merged.append((slot, memo[key][1], conds))
     return merged
 
 
-def _evaluate(atoms: list[Atom], rows: SlotRows) -> np.ndarray:
-    """Which of ``rows`` any atom matches."""
-    mask = np.zeros(len(rows), dtype=bool)
-    for slot, ids, conds in atoms:
-        hit = rows.column(slot) != MISSING if ids is None else _core.isin_sorted(ids, rows.column(slot))
-        for c, v in conds:
-            hit &= rows.column(c) == v
-        mask |= hit
-    return mask
+def _engine_atom(atom: Atom, slots: Sequence[str]) -> tuple[int, np.ndarray | None, list[tuple[int, int]]]:
+    """An atom as the engine takes it: column positions in a table of ``slots``."""
+    slot, ids, conds = atom
+    return slots.index(slot), ids, [(slots.index(c), int(v)) for c, v in conds]
+
+
+def _atom_sets(final: Mapping[str, list[Atom]], slots: Sequence[str]) -> tuple[list, list[list[int]], dict[str, int]]:
+    """Distinct atoms (by slot, conditions and id array), distinct sets of them, and each
+    column's set: the engine then evaluates each atom and each set once."""
+    atoms: list = []
+    atom_index: dict[tuple, int] = {}
+    sets: list[list[int]] = []
+    set_index: dict[tuple[int, ...], int] = {}
+    set_of_column: dict[str, int] = {}
+    for col, col_atoms in final.items():
+        members = set()
+        for atom in col_atoms:
+            slot, ids, conds = atom
+            key = (slot, conds, None if ids is None else id(ids))  # ``final`` keeps the arrays alive
+            if key not in atom_index:
+                atom_index[key] = len(atoms)
+                atoms.append(_engine_atom(atom, slots))
+            members.add(atom_index[key])
+        ordered = tuple(sorted(members))
+        if ordered not in set_index:
+            set_index[ordered] = len(sets)
+            sets.append(list(ordered))
+        set_of_column[col] = set_index[ordered]
+    return atoms, sets, set_of_column
 
 
 def open(store: str | Store | None = None, run_id: str | None = None) -> Lineage:  # noqa: A001

@@ -909,13 +909,14 @@ def untabulate(arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.nda
     if not tables and not coded:
         return dict(arrays)
     out = {k: v for k, v in arrays.items() if TABLE not in k and not k.endswith(CODES)}
+    index_of: dict[str, np.ndarray] = {}  # key -> each row's position among the key's distinct values
     for name in coded:
         key = name[: -len(CODES)]
         codes, distinct = arrays[name], arrays.get(key + TABLE)
         if distinct is None or (len(codes) and (codes.min() < 0 or codes.max() >= len(distinct))):
             raise CorruptRunError(f"{where}: the codes of {key!r} do not fit its distinct values")
         out[key] = distinct[codes]
-    index_of: dict[str, np.ndarray] = {}
+        index_of[key] = codes  # no search needed for its tables
     for name in tables:
         target, key = name.split(TABLE, 1)
         if key not in index_of:

@@ -8,6 +8,9 @@
 //! * [`encode_ids`] / [`decode_ids`] / [`encode_fragment`] / [`decode_fragment`]:
 //!   checksummed containers of int64 arrays, each stored with its smallest codec.
 //! * [`group_csr`], [`isin_sorted`]: O(n) helpers the Python layer needs.
+//! * [`trace`]: the trace engine, the set algebra of every backward / forward query step
+//!   (slot-tuple sets, sorted id sets, group-membership lookups, window ranges, forward
+//!   predicates).
 
 mod bits;
 mod bitset;
@@ -18,6 +21,7 @@ mod ids;
 mod rowmap;
 mod rowmap_codec;
 mod search;
+pub mod trace;
 
 #[cfg(test)]
 mod robustness_tests;
