@@ -33,6 +33,7 @@ def capture(n: int, store: str) -> str:
     import hippo_dask as hippo
 
     shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(store + "-result", ignore_errors=True)
     hippo.set_store(store)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster):
