@@ -16,6 +16,8 @@ hippo's ``compute()`` computed before f95ea39 (``dask.compute(*frame.to_delayed(
 ``--opaque`` adds ``plain_opaque``: the plain pipeline with its filters and assign as opaque
 ``map_partitions`` (as hippo runs them), which separates the cost of losing dask-expr's
 projection pushdown from the cost of capture proper.
+``--graph`` prints the column counts of every merge in each variant's Dask graph (hippo: as
+built, and as ``compute()`` runs it after column pruning) without running anything.
 ``--profile`` runs one hippo and one plain run with cProfile on the driver and
 ``client.profile()`` (distributed's statistical sampler) for the workers, saved under
 /tmp/hippo_bench/prof/, and prints the top driver functions and the workers' hottest frames
@@ -237,6 +239,36 @@ def provenance() -> str:
             f"python/ rust/ in the repo: {dirty}")
 
 
+def merge_widths(expr) -> list[str]:
+    """Every merge of a simplified Dask expression, as "left x right" column counts (hidden columns included)."""
+    out, seen, stack = [], set(), [expr.simplify()]
+    while stack:
+        e = stack.pop()
+        if e._name in seen:
+            continue
+        seen.add(e._name)
+        if type(e).__name__ == "Merge":
+            out.append(f"{len(e.left.columns)} x {len(e.right.columns)}")
+        stack.extend(e.dependencies())
+    return sorted(out, key=lambda w: int(w.split()[0]))
+
+
+def print_graph(n: int) -> None:
+    """Column counts of the merges each variant's graph runs (nothing computed)."""
+    import hippo_dask as hippo
+    from hippo_dask import prune
+    from hippo_dask.accessor import tracked_of
+
+    events, users = refpipe.read(n)
+    print("merges as left x right columns (dask-expr simplify(); hippo: hidden slot columns included)")
+    print(f"  plain         {merge_widths(refpipe.plain_pipeline(events, users).expr)}")
+    print(f"  plain_opaque  {merge_widths(refpipe.plain_opaque_pipeline(events, users).expr)}")
+    hippo.set_store(os.path.join(refpipe.ROOT, "stores", "graph"))
+    tracked = tracked_of(refpipe.hippo_pipeline(events, users), "graph")
+    print(f"  hippo, as built (no pruning)  {merge_widths(tracked.data.expr)}")
+    print(f"  hippo, as computed (pruned)   {merge_widths(prune.pruned(tracked)[0].expr)}")
+
+
 def mb(x: float) -> str:
     return f"{x / 2**20:,.0f}"
 
@@ -300,6 +332,7 @@ def main() -> None:
     ap.add_argument("--profile-dir")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--delayed", action="store_true", help="also run plain_delayed (plain via to_delayed)")
+    ap.add_argument("--graph", action="store_true", help="print the merges' column counts of each variant and exit")
     ap.add_argument("--opaque", action="store_true",
                     help="also run plain_opaque (filters/assign as map_partitions: no projection pushdown)")
     args = ap.parse_args()
@@ -309,6 +342,9 @@ def main() -> None:
         return
 
     refpipe.generate(n)
+    if args.graph:
+        print_graph(n)
+        return
     stores = os.path.join(refpipe.ROOT, "stores")
     if args.profile:
         pdir = os.path.join(refpipe.ROOT, "prof")

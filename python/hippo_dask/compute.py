@@ -23,6 +23,7 @@ from . import partition as P
 from .errors import LineageError, UserFunctionError
 from .frame import Tracked
 from .plan import CHECKS, MEMBERSHIP, ancestors
+from .prune import pruned
 from .store import _join
 
 _VERSIONED = ("hippo_dask", "pandas", "numpy", "dask", "distributed", "pyarrow", "scikit-learn", "cloudpickle")
@@ -182,12 +183,14 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
             f"two checks or validations are named {sorted({n for n in check_names if check_names.count(n) > 1})}; "
             "names must be unique in a run (lin.violations(name) finds them by name)"
         )
-    recorders = {nid: data for nid, data in tracked.recorders.items() if nid in {n.id for n in nodes}}
+    # Dask: every step built again on only the columns it and later steps need (pandas: as it ran)
+    data, recorders = pruned(tracked)
+    recorders = {nid: rec for nid, rec in recorders.items() if nid in {n.id for n in nodes}}
     store = tracked.store
     run_id = store.start_run()
     run_dir = store.run_dir(run_id)
     result_path = _join(run_dir, "result-00000.hippo")
-    slot_nodes = {col: info.node.id for col, info in source_slots.items() if col in tracked.data.columns}
+    slot_nodes = {col: info.node.id for col, info in source_slots.items() if col in data.columns}
     if tracked.is_dask:
         import dask
 
@@ -203,16 +206,16 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
         # frame anyway, and a final sort_values then sorts in place instead of computing the
         # whole pipeline once more for its partition boundaries. A worker finishes it.
         if parquet is not None:  # every partition writes its rows and its lineage where it was computed
-            finished = tracked.data.map_partitions(P.finish_to_parquet, counts, run_dir, parquet["path"],
+            finished = data.map_partitions(P.finish_to_parquet, counts, run_dir, parquet["path"],
                                                    parquet.get("storage_options"), meta=P.RECEIPT_META,
                                                    enforce_metadata=False)
             receipts = {P.RESULT_RECEIPT: finished}
         else:
-            finished = tracked.data.repartition(npartitions=1).map_partitions(
-                P.finish_partition, counts, result_path, meta=P.clean(tracked.data._meta), enforce_metadata=False)
+            finished = data.repartition(npartitions=1).map_partitions(
+                P.finish_partition, counts, result_path, meta=P.clean(data._meta), enforce_metadata=False)
             receipts = {P.RESULT_RECEIPT: finished.map_partitions(P.receipt_of, P.RESULT_RECEIPT, meta=P.RECEIPT_META)}
-        for nid, data in recorders.items():
-            receipts[nid] = data.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
+        for nid, recorded in recorders.items():
+            receipts[nid] = recorded.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
         _release_cached_property_locks()
         scheduler = compute_kwargs.get("scheduler")
         # optimizing may compute (sort boundaries): on the caller's scheduler, so workers do it
@@ -234,9 +237,9 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
                       for nid, info in infos.items()}
     node_counts = {nid: [int(f[0]) for f in facts] for nid, facts in node_facts.items()}
     if not tracked.is_dask:
-        finished = P.finish_partition(tracked.data, _source_counts(node_counts, slot_nodes), result_path)
+        finished = P.finish_partition(data, _source_counts(node_counts, slot_nodes), result_path)
         receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
-        receipt_frames.update({nid: P.receipt_of(data, nid) for nid, data in recorders.items()})
+        receipt_frames.update({nid: P.receipt_of(recorded, nid) for nid, recorded in recorders.items()})
         result = finished
         if parquet is not None:
             import fsspec
@@ -266,7 +269,7 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
         if parquet is not None:
             summary["parquet"] = {"path": parquet["path"], "files": [P.result_file_name(0)]}
     else:
-        summary = {"columns": [c for c in tracked.data._meta.columns if not str(c).startswith(P.HIDDEN_PREFIX)],
+        summary = {"columns": [c for c in data._meta.columns if not str(c).startswith(P.HIDDEN_PREFIX)],
                    "rows": sum(int(f["rows"]) for f in fragments),
                    "digest": P.combine_digests([f.get("digest", {}) for f in fragments]),
                    "parquet": {"path": parquet["path"], "files": [P.result_file_name(i) for i in range(len(fragments))]}}

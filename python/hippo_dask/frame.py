@@ -75,6 +75,11 @@ class Tracked:
     sources: Mapping[str, SourceInfo] = field(default_factory=dict)  # hidden column -> source
     recorders: Mapping[str, Any] = field(default_factory=dict)  # node id -> data carrying its receipts
     receipts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # node id -> fragments already written (fits)
+    #: How ``data`` was made (Dask only): ``make(*parent datas)`` builds it, and builds it again
+    #: from narrower parents when :mod:`hippo_dask.prune` drops columns nothing downstream needs.
+    #: pandas runs every step at once, so its frames keep neither (nor their parents alive).
+    parents: tuple["Tracked", ...] = field(default=(), repr=False, compare=False)
+    make: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def backend(self):
@@ -95,10 +100,25 @@ class Tracked:
     # ------------------------------------------------------------------ helpers
     def _derive(self, data: Any, node: Node, sources: Mapping[str, SourceInfo] | None = None,
                 recorders: Mapping[str, Any] | None = None,
-                receipts: Mapping[str, tuple[str, ...]] | None = None) -> "Tracked":
+                receipts: Mapping[str, tuple[str, ...]] | None = None,
+                make: Callable[..., Any] | None = None, parents: Sequence["Tracked"] | None = None) -> "Tracked":
+        """The frame after one step; ``make`` (with ``parents``, default this frame) is how its data was built."""
+        lazy = make is not None and self.is_dask
         return Tracked(data, node, self.store, self.sources if sources is None else sources,
                        self.recorders if recorders is None else recorders,
-                       self.receipts if receipts is None else receipts)
+                       self.receipts if receipts is None else receipts,
+                       parents=(tuple((self,) if parents is None else parents) if lazy else ()),
+                       make=make if lazy else None)
+
+    def _run(self, make: Callable[..., Any], *parents: "Tracked") -> Any:
+        """``make(*parent datas)`` now (default parent: this frame); a user function failing on pandas is recorded."""
+        try:
+            return make(*[p.data for p in (parents or (self,))])
+        except UserFunctionError as error:
+            if error.run_id is not None:
+                raise
+            # pandas runs user code right here: the failed run is recorded now
+            raise self.failed(error) from error.original
 
     def _require(self, op: str, columns: Iterable[str]) -> None:
         missing = [c for c in columns if c not in self.columns]
@@ -111,15 +131,6 @@ class Tracked:
     def _probe(self) -> pd.DataFrame:
         """A small frame of user columns to run user callables on, to learn what they read."""
         return self.backend.probe(self.data)
-
-    def _partitionwise(self, fn: Callable, *args: Any, meta: pd.DataFrame | None = None) -> Any:
-        try:
-            return self.backend.partitionwise(self.data, fn, *args, meta=meta)
-        except UserFunctionError as error:
-            if error.run_id is not None:
-                raise
-            # pandas runs user code right here: the failed run is recorded now
-            raise self.failed(error) from error.original
 
     def failed(self, error: UserFunctionError, run_id: str | None = None,
                counts: Mapping[str, Sequence[int]] | None = None) -> UserFunctionError:
@@ -235,8 +246,16 @@ class Tracked:
                   "kwargs_json": plain_kwargs if ok else None, "lineage": lineage.describe()}
         node_id = token("map", self.node.id, params, func, kwargs)
         call = self._user_call("map", lineage, reads, node_id)
-        meta = None if meta is None else self.backend.user_meta(meta, self.data, call)
-        data = self._partitionwise(P.map_partition, func, writes, kwargs, call, meta=meta)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            given = None if meta is None else backend.user_meta(meta, d, call)
+            if given is not None:  # a pruned input lacks some passed-through columns: so does the output
+                present = set(backend.meta(d).columns)
+                given = given[[c for c in given.columns if c in present or c in writes or c == call.slot_column]]
+            return backend.partitionwise(d, P.map_partition, func, writes, kwargs, call, meta=given)
+
+        data = self._run(make)
         out_columns = [c for c in self.backend.meta(data).columns if not c.startswith(HIDDEN_PREFIX)]
         unknown = [c for c in writes if c not in out_columns]
         if unknown:
@@ -249,7 +268,7 @@ class Tracked:
         node = unary("map", self.node, out_columns, colmap, params, node_id=node_id,
                      spread=self._spread_of(lineage, [c for c in writes if c in out_columns]),
                      code={"func": func, "kwargs": kwargs})
-        return self._derive(data, node, recorders=self._with_spread(data, node))
+        return self._derive(data, node, recorders=self._with_spread(data, node), make=make)
 
     def assign(self, lineage: LineageType | None = None, **assignments: Any) -> "Tracked":
         if lineage is not None and not isinstance(lineage, LineageType):
@@ -285,13 +304,18 @@ class Tracked:
             params = {"column": name, "value": repr(value), "value_json": plain if ok else None, "is_json": ok}
         node_id = token("assign", self.node.id, params, value)
         call = self._user_call(what, kind, reads, node_id)
-        data = self._partitionwise(P.assign_partition, name, value, call)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, P.assign_partition, name, value, call)
+
+        data = self._run(make)
         out_columns = list(self.columns) + ([name] if name not in self.columns else [])
         colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
         colmap[name] = sources
         node = unary("assign", self.node, out_columns, colmap, params, node_id=node_id,
                      spread=self._spread_of(kind, [name]), code={"value": value})
-        return self._derive(data, node, recorders=self._with_spread(data, node))
+        return self._derive(data, node, recorders=self._with_spread(data, node), make=make)
 
     def filter(self, predicate: Callable, lineage: LineageType | None = None) -> "Tracked":
         if not callable(predicate):
@@ -307,9 +331,14 @@ class Tracked:
         # so a sliced replay can trust a row-wise predicate.
         call = P.UserCall("filter", lineage.kind if lineage.kind == "rowwise" else "declared",
                           None if reads is None else tuple(reads), node_id)
-        data = self._partitionwise(P.filter_partition, predicate, call, meta=self._meta())
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, P.filter_partition, predicate, call, meta=backend.meta(d))
+
+        data = self._run(make)
         return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
-                                        node_id=node_id, code={"func": predicate}))
+                                        node_id=node_id, code={"func": predicate}), make=make)
 
     # ------------------------------------------------------------------ checks
     def _check_name(self, what: str, name: Any) -> str:
@@ -347,11 +376,16 @@ class Tracked:
         # like a filter's, the predicate's values are not values of the output: nothing spreads
         call = P.UserCall(what, lineage.kind if lineage.kind == "rowwise" else "declared",
                           None if reads is None else tuple(reads), node_id)
-        data = self._partitionwise(check_partition, predicate if record else None, call,
-                                   self.store.fragment_dir(node_id), node_id, meta=self._meta())
+        backend, fragment_dir = self.backend, self.store.fragment_dir(node_id)
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, check_partition, predicate if record else None, call, fragment_dir, node_id,
+                                         meta=backend.meta(d))
+
+        data = self._run(make)
         node = unary("check", self.node, self.columns, identity_colmap(self.columns), params, node_id=node_id,
                      code={"func": predicate})
-        return self._derive(data, node, recorders={**self.recorders, node_id: data})
+        return self._derive(data, node, recorders={**self.recorders, node_id: data}, make=make)
 
     def validate(self, schema: Any, name: str | None = None, record: bool = True) -> "Tracked":
         """Validate every partition with a pandera schema (lazily); record the failure cases; rows pass unchanged.
@@ -375,11 +409,16 @@ class Tracked:
         params = {"name": name, "schema": repr(schema)[:20_000], "columns": [str(c) for c in columns]}
         node_id = token("validate", self.node.id, params, schema, record)
         call = P.UserCall(what, "declared", None, node_id)  # schema checks may compare rows (unique=True)
-        data = self._partitionwise(validate_partition, schema if record else None, call,
-                                   self.store.fragment_dir(node_id), node_id, meta=self._meta())
+        backend, fragment_dir = self.backend, self.store.fragment_dir(node_id)
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, validate_partition, schema if record else None, call, fragment_dir, node_id,
+                                         meta=backend.meta(d))
+
+        data = self._run(make)
         node = unary("validate", self.node, self.columns, identity_colmap(self.columns), params, node_id=node_id,
                      code={"schema": schema})
-        return self._derive(data, node, recorders={**self.recorders, node_id: data})
+        return self._derive(data, node, recorders={**self.recorders, node_id: data}, make=make)
 
     def flatmap(self, func: Callable, columns: Sequence[str] | None = None, reads: Sequence[str] | None = None,
                 writes: Sequence[str] | None = None) -> "Tracked":
@@ -401,9 +440,14 @@ class Tracked:
         colmap = {c: (reads if (c in writes or c not in self.columns) else [c]) for c in columns}
         params = {"func": describe_function(func), "reads": reads, "writes": writes, "columns": columns}
         node_id = token("flatmap", self.node.id, params, func)
-        data = self._partitionwise(P.flatmap_partition, func, columns, P.UserCall("flatmap", node_id=node_id))
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, P.flatmap_partition, func, columns, P.UserCall("flatmap", node_id=node_id))
+
+        data = self._run(make)
         return self._derive(data, unary("flatmap", self.node, columns, colmap, params, node_id=node_id,
-                                        code={"func": func}))
+                                        code={"func": func}), make=make)
 
     # ------------------------------------------------------------------ column ops
     def select(self, columns: str | Sequence[str]) -> "Tracked":
@@ -411,15 +455,25 @@ class Tracked:
         self._require("select", columns)
         if len(set(columns)) != len(columns):
             raise ColumnError(f"select: duplicate columns in {columns}")
-        data = self.data[columns + self.node.hidden_columns]
-        return self._derive(data, unary("select", self.node, columns, identity_colmap(columns), {"columns": columns}))
+        hidden_columns = self.node.hidden_columns
+
+        def make(d: Any) -> Any:  # a pruned input may lack columns nothing downstream reads
+            return d[[c for c in columns if c in d.columns] + hidden_columns]
+
+        data = self._run(make)
+        return self._derive(data, unary("select", self.node, columns, identity_colmap(columns), {"columns": columns}),
+                            make=make)
 
     def drop(self, columns: str | Sequence[str]) -> "Tracked":
         columns = [columns] if isinstance(columns, str) else list(columns)
         self._require("drop", columns)
         kept = [c for c in self.columns if c not in columns]
-        data = self.data.drop(columns=columns)
-        return self._derive(data, unary("drop", self.node, kept, identity_colmap(kept), {"columns": columns}))
+
+        def make(d: Any) -> Any:
+            return d.drop(columns=[c for c in columns if c in d.columns])
+
+        data = self._run(make)
+        return self._derive(data, unary("drop", self.node, kept, identity_colmap(kept), {"columns": columns}), make=make)
 
     def rename(self, columns: Mapping[str, str]) -> "Tracked":
         if not isinstance(columns, Mapping):
@@ -428,16 +482,26 @@ class Tracked:
         out = [columns.get(c, c) for c in self.columns]
         if len(set(out)) != len(out) or any(not isinstance(c, str) or c.startswith(HIDDEN_PREFIX) for c in out):
             raise ColumnError(f"rename: the new names {out} must be unique strings not starting with {HIDDEN_PREFIX!r}")
-        data = self.data.rename(columns=dict(columns))
+        mapping = dict(columns)
+
+        def make(d: Any) -> Any:
+            return d.rename(columns={k: v for k, v in mapping.items() if k in d.columns})
+
+        data = self._run(make)
         colmap = {columns.get(c, c): [c] for c in self.columns}
-        return self._derive(data, unary("rename", self.node, out, colmap, {"columns": dict(columns)}))
+        return self._derive(data, unary("rename", self.node, out, colmap, {"columns": dict(columns)}), make=make)
 
     def _row_preserving(self, op: str, method: str, args: tuple, kwargs: dict, params: dict) -> "Tracked":
-        data = self._partitionwise(P.on_user_columns, method, args, kwargs)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, P.on_user_columns, method, args, kwargs)
+
+        data = self._run(make)
         ok, plain = jsonable({"args": list(args), "kwargs": kwargs})
         params = dict(params, method=method, arguments=plain if ok else None)
         return self._derive(data, unary(op, self.node, self.columns, identity_colmap(self.columns), params,
-                                        key=(args, kwargs), code={"args": args, "kwargs": kwargs}))
+                                        key=(args, kwargs), code={"args": args, "kwargs": kwargs}), make=make)
 
     def astype(self, dtype: Any) -> "Tracked":
         if isinstance(dtype, Mapping):
@@ -459,46 +523,79 @@ class Tracked:
         self._require("dropna", subset)
         if how not in ("any", "all"):
             raise LineageError(f"dropna: how must be 'any' or 'all', got {how!r}")
-        data = self.data.dropna(subset=subset, how=how)
+
+        def make(d: Any) -> Any:
+            return d.dropna(subset=subset, how=how)
+
+        data = self._run(make)
         params = {"subset": subset, "how": how}
-        return self._derive(data, unary("dropna", self.node, self.columns, identity_colmap(self.columns), params))
+        return self._derive(data, unary("dropna", self.node, self.columns, identity_colmap(self.columns), params),
+                            make=make)
 
     def sort_values(self, by: str | Sequence[str], ascending: bool = True) -> "Tracked":
         by_list = [by] if isinstance(by, str) else list(by)
         self._require("sort_values", by_list)
-        data = self.backend.sort_values(self.data, by_list, ascending)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.sort_values(d, by_list, ascending)
+
+        data = self._run(make)
         params = {"by": by_list, "ascending": ascending}
-        return self._derive(data, unary("sort_values", self.node, self.columns, identity_colmap(self.columns), params))
+        return self._derive(data, unary("sort_values", self.node, self.columns, identity_colmap(self.columns), params),
+                            make=make)
 
     def drop_duplicates(self, subset: Sequence[str] | None = None, keep: str = "first") -> "Tracked":
         subset = list(self.columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
         self._require("drop_duplicates", subset)
         if keep not in ("first", "last"):
             raise LineageError(f"drop_duplicates: keep must be 'first' or 'last', got {keep!r}")
-        data = self.backend.drop_duplicates(self.data, subset, keep)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.drop_duplicates(d, subset, keep)
+
+        data = self._run(make)
         params = {"subset": subset, "keep": keep}
-        return self._derive(data, unary("drop_duplicates", self.node, self.columns, identity_colmap(self.columns), params))
+        return self._derive(data, unary("drop_duplicates", self.node, self.columns, identity_colmap(self.columns), params),
+                            make=make)
 
     def sample(self, n: int | None = None, frac: float | None = None, replace: bool = False,
                random_state: int | None = None) -> "Tracked":
         if random_state is None:  # recorded, so the sample can be replayed
             random_state = int(np.random.default_rng().integers(2**31 - 1))
-        data = self.backend.sample(self.data, n, frac, replace, random_state)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.sample(d, n, frac, replace, random_state)
+
+        data = self._run(make)
         params = {"n": n, "frac": frac, "replace": replace, "random_state": random_state}
-        return self._derive(data, unary("sample", self.node, self.columns, identity_colmap(self.columns), params))
+        return self._derive(data, unary("sample", self.node, self.columns, identity_colmap(self.columns), params),
+                            make=make)
 
     def head(self, n: int = 5) -> "Tracked":
-        data = self.backend.head(self.data, n)
-        return self._derive(data, unary("head", self.node, self.columns, identity_colmap(self.columns), {"n": n}))
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.head(d, n)
+
+        data = self._run(make)
+        return self._derive(data, unary("head", self.node, self.columns, identity_colmap(self.columns), {"n": n}),
+                            make=make)
 
     def explode(self, column: str | Sequence[str], ignore_index: bool = False) -> "Tracked":
         cols = [column] if isinstance(column, str) else list(column)
         self._require("explode", cols)
-        data = self.data.explode(column if isinstance(column, str) else cols)
-        if ignore_index:
-            data = data.reset_index(drop=True)
+
+        def make(d: Any) -> Any:
+            out = d.explode(column if isinstance(column, str) else cols)
+            return out.reset_index(drop=True) if ignore_index else out
+
+        data = self._run(make)
         params = {"column": cols, "ignore_index": ignore_index}
-        return self._derive(data, unary("explode", self.node, self.columns, identity_colmap(self.columns), params))
+        return self._derive(data, unary("explode", self.node, self.columns, identity_colmap(self.columns), params),
+                            make=make)
 
     # ------------------------------------------------------------------ many-to-one, many-to-many
     def _check_named(self, what: str, keys: list[str], named: Mapping[str, tuple[str, str]]) -> None:
@@ -514,10 +611,14 @@ class Tracked:
             if out in keys or out.startswith(HIDDEN_PREFIX):
                 raise ColumnError(f"groupby().{what}: output name {out!r} clashes with a key or is reserved")
 
-    def _recorded(self, keys: list[str], dropna: bool, node_id: str) -> Any:
-        """This frame's data, each partition writing which group its rows joined (on the workers)."""
-        return self._partitionwise(P.record_membership, keys, dropna, self.store.fragment_dir(node_id), node_id,
-                                   meta=self._meta())
+    def _recorder(self, keys: list[str], dropna: bool, node_id: str) -> Callable[[Any], Any]:
+        """How to make this frame's data with each partition writing which group its rows joined (on the workers)."""
+        backend, fragment_dir = self.backend, self.store.fragment_dir(node_id)
+
+        def recorded(d: Any) -> Any:
+            return backend.partitionwise(d, P.record_membership, keys, dropna, fragment_dir, node_id, meta=backend.meta(d))
+
+        return recorded
 
     def groupby_agg(self, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool = True) -> "Tracked":
         keys = [keys] if isinstance(keys, str) else list(keys)
@@ -526,9 +627,14 @@ class Tracked:
         params = {"keys": keys, "aggregations": {k: list(v) for k, v in named.items()}, "dropna": dropna}
         identity = token("groupby", self.node.id, params)
         slot = "g" + identity[:10]
-        recorded = self._recorded(keys, dropna, identity)
-        out = self.backend.groupby_agg(recorded, keys, named, dropna)
-        data = backend_of(out).partitionwise(out, P.add_group_id, keys, hidden(slot))
+        backend, record = self.backend, self._recorder(keys, dropna, identity)
+
+        def make(d: Any) -> tuple[Any, Any]:  # (the groups, the data carrying the membership receipts)
+            recorded = record(d)
+            out = backend.groupby_agg(recorded, keys, named, dropna)
+            return backend.partitionwise(out, P.add_group_id, keys, hidden(slot)), recorded
+
+        data, recorded = self._run(make)
         columns = keys + list(named)
         colmap: dict[str, tuple[tuple[int, str], ...]] = {k: ((0, k),) for k in keys}
         for k, (c, f) in named.items():
@@ -538,7 +644,7 @@ class Tracked:
             id=identity, op="groupby", inputs=(self.node,), columns=tuple(columns), colmap=colmap,
             slots=(slot,), slot_from=({},), new_slot=slot, slot_origin={slot: identity}, params=params,
         )
-        return self._derive(data, node, recorders={**self.recorders, identity: recorded})
+        return self._derive(data, node, recorders={**self.recorders, identity: recorded}, make=make)
 
     def groupby_transform(self, keys: Sequence[str], named: Mapping[str, tuple[str, str]],
                           dropna: bool = True) -> "Tracked":
@@ -552,19 +658,24 @@ class Tracked:
         params = {"keys": keys, "aggregations": {k: list(v) for k, v in named.items()}, "dropna": dropna}
         identity = token("transform", self.node.id, params)
         slot_column = hidden(spread_slot(identity))
-        recorded = self._recorded(keys, dropna, identity)
-        groups = self.backend.groupby_agg(recorded, keys, named, dropna)
+        backend, record = self.backend, self._recorder(keys, dropna, identity)
         outs = list(named)
-        # under dropna a row may find no group: its values are holes, typed alike in every partition
-        casts = self.backend.hole_dtypes(groups, outs) if dropna else {}
-        data = self._partitionwise(P.transform_partition, groups, keys, outs, dropna, slot_column, casts)
+
+        def make(d: Any) -> tuple[Any, Any]:  # (the data, the data carrying the membership receipts)
+            recorded = record(d)
+            groups = backend.groupby_agg(recorded, keys, named, dropna)
+            # under dropna a row may find no group: its values are holes, typed alike in every partition
+            casts = backend.hole_dtypes(groups, outs) if dropna else {}
+            return backend.partitionwise(d, P.transform_partition, groups, keys, outs, dropna, slot_column, casts), recorded
+
+        data, recorded = self._run(make)
         out_columns = list(self.columns) + outs
         colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
         for o, (c, f) in named.items():
             colmap[o] = [] if f == "size" else [c]
         node = unary("transform", self.node, out_columns, colmap, params, node_id=identity,
                      spread={o: {"kind": "group"} for o in outs})
-        return self._derive(data, node, recorders={**self.recorders, identity: recorded})
+        return self._derive(data, node, recorders={**self.recorders, identity: recorded}, make=make)
 
     def merge(self, right: "Tracked", how: str = "inner", on: str | Sequence[str] | None = None,
               left_on: str | Sequence[str] | None = None, right_on: str | Sequence[str] | None = None,
@@ -593,26 +704,33 @@ class Tracked:
         identity = token("merge", self.node.id, right.node.id, params)
         # The right side's slots get new names where they collide (self-joins, diamonds).
         renamed = {s: (s if s not in self.node.slots else f"{s}_{identity[:6]}") for s in right.node.slots}
-        left_data = self.data
-        right_data = right.data.rename(columns={hidden(s): hidden(t) for s, t in renamed.items() if s != t})
-        # A side that may be absent carries its ids as nullable Int64 through the merge: its
-        # holes are then a state of their own, never a float that rounds a large id.
-        if how in ("right", "outer"):
-            left_data = self.backend.to_nullable_ids(left_data, self.node.hidden_columns)
-        if how in ("left", "outer"):
-            right_data = self.backend.to_nullable_ids(right_data, [hidden(t) for t in renamed.values()])
-        data = left_data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
         slots = self.node.slots + tuple(renamed.values())
         # Output column names follow pandas; learn them from an empty merge of the user columns.
         left_meta, right_meta = P.clean(self._meta()), P.clean(right._meta())
         out_columns = [c for c in left_meta.merge(right_meta, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes).columns]
         colmap = _merge_colmap(list(self.columns), list(right.columns), left_on, right_on, suffixes, out_columns)
+        may_miss: list[str] = []
         if how != "inner":
             sides = {"left": (1,), "right": (0,), "outer": (0, 1)}[how]
             # a shared key is never missing
             may_miss = [c for c, srcs in colmap.items() if {k for k, _ in srcs} <= set(sides) and len({k for k, _ in srcs}) == 1]
-            casts = self.backend.hole_dtypes(data, may_miss)
-            data = self.backend.partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts)
+        backend, left_hidden = self.backend, self.node.hidden_columns
+
+        def make(left_data: Any, right_data: Any) -> Any:
+            right_data = right_data.rename(columns={hidden(s): hidden(t) for s, t in renamed.items() if s != t})
+            # A side that may be absent carries its ids as nullable Int64 through the merge: its
+            # holes are then a state of their own, never a float that rounds a large id.
+            if how in ("right", "outer"):
+                left_data = backend.to_nullable_ids(left_data, left_hidden)
+            if how in ("left", "outer"):
+                right_data = backend.to_nullable_ids(right_data, [hidden(t) for t in renamed.values()])
+            data = left_data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
+            if how != "inner":
+                casts = backend.hole_dtypes(data, [c for c in may_miss if c in data.columns])
+                data = backend.partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts)
+            return data
+
+        data = self._run(make, self, right)
         colmap[ROW] = ((0, ROW), (1, ROW))
         origin = dict(self.node.slot_origin)
         origin.update({t: right.node.slot_origin[s] for s, t in renamed.items()})
@@ -626,7 +744,7 @@ class Tracked:
             slot = col[len(HIDDEN_PREFIX):]
             sources[hidden(renamed.get(slot, slot))] = info
         return self._derive(data, node, sources, recorders={**self.recorders, **right.recorders},
-                            receipts=union_receipts(self.receipts, right.receipts))
+                            receipts=union_receipts(self.receipts, right.receipts), make=make, parents=(self, right))
 
     # ------------------------------------------------------------------ ML steps
     def split(self, test_size: float, seed: int, by: Sequence[str] | None = None) -> tuple["Tracked", "Tracked"]:
@@ -640,8 +758,14 @@ class Tracked:
         sides = []
         for test in (False, True):
             params = {"test_size": float(test_size), "seed": int(seed), "by": by_list, "side": "test" if test else "train"}
-            data = self._partitionwise(P.split_partition, by_list, float(test_size), int(seed), test, meta=self._meta())
-            sides.append(self._derive(data, unary("split", self.node, self.columns, identity_colmap(self.columns), params)))
+
+            def make(d: Any, test: bool = test, backend: Any = self.backend) -> Any:
+                return backend.partitionwise(d, P.split_partition, by_list, float(test_size), int(seed), test,
+                                             meta=backend.meta(d))
+
+            data = self._run(make)
+            sides.append(self._derive(data, unary("split", self.node, self.columns, identity_colmap(self.columns), params),
+                                      make=make))
         return sides[0], sides[1]
 
     def fit(self, estimator: Any, X: Sequence[str], y: str | None = None, incremental: bool | None = None,
@@ -680,10 +804,13 @@ class Tracked:
         described = ml.describe_estimator(fitted)
         identity = token("fit", self.node.id, columns, y, mode, described, fitted)
         slot = "f" + identity[:10]
-        training = self._partitionwise(ml.record_training, columns, self.store.fragment_dir(identity), identity,
-                                       meta=self._meta()[columns + self.node.hidden_columns])
+        # Dask: the pipeline built again on only the columns the training rows need (hippo_dask.prune)
+        from .prune import pruned
+
+        data, recorders = pruned(self, columns)
+        training = self.backend.partitionwise(data, ml.record_training, columns, self.store.fragment_dir(identity),
+                                              identity, meta=self._meta()[columns + self.node.hidden_columns])
         infos = {info.node.id: info for info in self.sources.values()}
-        recorders = {nid: data for nid, data in self.recorders.items()}
         batches, receipts, counts, classes = self.backend.gather_training(training, identity, recorders, infos, partial, y,
                                                                             compute_kwargs)
         if not receipts.get(identity) and prefitted is None:
@@ -741,7 +868,8 @@ class Tracked:
         )
 
     def _apply_model(self, op: str, model: "ml.Model", data: Any, columns: list[str],
-                     colmap: dict[str, tuple[tuple[int, str], ...]], params: dict[str, Any]) -> "Tracked":
+                     colmap: dict[str, tuple[tuple[int, str], ...]], params: dict[str, Any],
+                     make: Callable[[Any], Any]) -> "Tracked":
         """A node that applies ``model``: rows one to one with this frame, the model as a second input."""
         colmap[ROW] = ((0, ROW), (1, ROW))
         identity = token(op, self.node.id, model.node.id, params)
@@ -749,7 +877,7 @@ class Tracked:
                     slots=self.node.slots, slot_from=({s: s for s in self.node.slots}, {}),
                     slot_origin=dict(self.node.slot_origin), params=params, model_inputs=(1,))
         return self._derive(data, node, sources=union_sources(self.sources, model.sources),
-                            receipts=union_receipts(self.receipts, model.receipts))
+                            receipts=union_receipts(self.receipts, model.receipts), make=make)
 
     def _check_model(self, what: str, model: Any, X: Sequence[str]) -> None:
         if not isinstance(model, ml.Model):
@@ -773,15 +901,20 @@ class Tracked:
             sample = P.clean(self.data)[list(model.X)].head(16)
         made = ml.transform_partition(sample, model.estimator, model.X, names, {}) if sample is not None else None
         dtypes = {n: made[n].dtype for n in names} if made is not None else {}
-        meta = ml.transform_partition(self._meta(), model.estimator, model.X, names, dtypes)
-        data = self._partitionwise(ml.transform_partition, model.estimator, model.X, names, dtypes, meta=meta)
+        backend, estimator, inputs = self.backend, model.estimator, model.X
+
+        def make(d: Any) -> Any:
+            meta = ml.transform_partition(backend.meta(d), estimator, inputs, names, dtypes)
+            return backend.partitionwise(d, ml.transform_partition, estimator, inputs, names, dtypes, meta=meta)
+
+        data = self._run(make)
         depends = list(model.X) + ([model.y] if model.y else [])
         colmap: dict[str, tuple[tuple[int, str], ...]] = {c: ((0, c),) for c in passthrough}
         for n in names:
             model_cols = [c for c in depends if c in model.features[n] or c == model.y]
             colmap[n] = tuple((0, c) for c in model.features[n]) + tuple((1, c) for c in model_cols)
         params = {"model": model.node.id, "checksum": model.checksum, "X": list(model.X), "features": names}
-        return self._apply_model("ml_transform", model, data, passthrough + names, colmap, params)
+        return self._apply_model("ml_transform", model, data, passthrough + names, colmap, params, make)
 
     def predict(self, model: "ml.Model", X: Sequence[str] | None = None, out: str = "prediction",
                 method: str = "predict") -> "Tracked":
@@ -816,15 +949,20 @@ class Tracked:
         if clash:
             raise ColumnError(f"predict: output column(s) {clash} already exist; pass another out=")
         dtypes = {o: (probe.dtype if probe.dtype != object else np.dtype(object)) for o in outs}
-        meta = ml.predict_partition(self._meta(), model.estimator, X, model.X, method, outs, dtypes)
-        data = self._partitionwise(ml.predict_partition, model.estimator, X, model.X, method, outs, dtypes, meta=meta)
+        backend, estimator, model_X = self.backend, model.estimator, model.X
+
+        def make(d: Any) -> Any:
+            meta = ml.predict_partition(backend.meta(d), estimator, X, model_X, method, outs, dtypes)
+            return backend.partitionwise(d, ml.predict_partition, estimator, X, model_X, method, outs, dtypes, meta=meta)
+
+        data = self._run(make)
         depends = list(model.X) + ([model.y] if model.y else [])
         colmap: dict[str, tuple[tuple[int, str], ...]] = {c: ((0, c),) for c in self.columns}
         for o in outs:
             colmap[o] = tuple((0, c) for c in X) + tuple((1, c) for c in depends)
         params = {"model": model.node.id, "checksum": model.checksum, "X": X, "method": method, "out": outs,
                   "out_name": out}
-        return self._apply_model("predict", model, data, list(self.columns) + outs, colmap, params)
+        return self._apply_model("predict", model, data, list(self.columns) + outs, colmap, params, make)
 
 
 
@@ -863,15 +1001,19 @@ def concat(frames: Sequence[Tracked], ignore_index: bool = False) -> Tracked:
     slots: list[str] = []
     for f in frames:
         slots.extend(s for s in f.node.slots if s not in slots)
-    pieces = []
-    for k, f in enumerate(frames):
-        absent = [hidden(s) for s in slots if s not in f.node.slots]
-        pieces.append(f._partitionwise(P.tag_input, hidden(tag), k, absent))
-    data = frames[0].backend.concat(pieces, ignore_index)
     columns: list[str] = []
     for f in frames:
         columns.extend(c for c in f.columns if c not in columns)
-    data = data[columns + [hidden(s) for s in slots] + [hidden(tag)]]
+    backend = frames[0].backend
+    absents = [[hidden(s) for s in slots if s not in f.node.slots] for f in frames]
+
+    def make(*datas: Any) -> Any:
+        pieces = [backend.partitionwise(d, P.tag_input, hidden(tag), k, absents[k]) for k, d in enumerate(datas)]
+        data = backend.concat(pieces, ignore_index)
+        # a pruned input may lack columns nothing downstream reads
+        return data[[c for c in columns if c in data.columns] + [hidden(s) for s in slots] + [hidden(tag)]]
+
+    data = frames[0]._run(make, *frames)
     colmap = {c: tuple((k, c) for k, f in enumerate(frames) if c in f.columns) for c in columns}
     colmap[ROW] = tuple((k, ROW) for k in range(len(frames)))
     origin: dict[str, str] = {}
@@ -889,7 +1031,9 @@ def concat(frames: Sequence[Tracked], ignore_index: bool = False) -> Tracked:
         slots=tuple(slots) + (tag,), slot_from=tuple({s: s for s in f.node.slots} for f in frames),
         new_slot=tag, slot_origin=origin, params=params,
     )
-    return Tracked(data, node, frames[0].store, sources, recorders, receipts)
+    lazy = frames[0].is_dask
+    return Tracked(data, node, frames[0].store, sources, recorders, receipts,
+                   parents=tuple(frames) if lazy else (), make=make if lazy else None)
 
 
 def union_receipts(*parts: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:

@@ -23,7 +23,7 @@ expressions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 #: Pseudo column carrying row lineage through the column mappings.
 ROW = "\x00row"
@@ -228,3 +228,109 @@ def spread_slot(node_id: str) -> str:
 def identity_colmap(columns: Iterable[str]) -> dict[str, list[str]]:
     """Column map of an operation that keeps every column as it is."""
     return {c: [c] for c in columns}
+
+
+def row_reads(node: Node) -> list[tuple[int, str]]:
+    """(input, column) pairs an operation reads to decide which rows it keeps, makes or orders."""
+    p, every = node.params, list(node.inputs[0].columns) if node.inputs else []
+    if node.op in ("filter", "flatmap"):
+        return [(0, c) for c in (p.get("reads") if p.get("reads") is not None else every)]
+    if node.op in ("dropna", "drop_duplicates"):
+        return [(0, c) for c in p.get("subset") or every]
+    if node.op == "sort_values":
+        return [(0, c) for c in p["by"]]
+    if node.op == "split":
+        return [(0, c) for c in p["by"]]
+    if node.op == "explode":
+        return [(0, c) for c in p["column"]]
+    if node.op in ("groupby", "transform"):
+        return [(0, c) for c in p["keys"]]
+    if node.op == "merge":
+        return [(0, c) for c in p["left_on"]] + [(1, c) for c in p["right_on"]]
+    if node.op in ("map", "assign") and node.spread:
+        return [(0, c) for c in every]
+    return []
+
+
+def run_reads(node: Node) -> list[tuple[int, str]]:
+    """(input, column) pairs an operation needs present to *run*, beyond the sources of the columns it outputs.
+
+    A user function reads its ``reads`` even when nothing downstream uses what it
+    writes, and every column when its reads are unknown; a map whose output lacks
+    some of its input's columns picks columns by name, so it keeps them all; a
+    pandera schema may check any column; ``astype`` / ``fillna`` / ``replace``
+    name columns in their arguments; a merge keeps both sides of a clashing column
+    (the suffixes pandas gives depend on both being there); a fitted model reads
+    its feature columns; a group-by's ``size`` names a column (pandas wants it
+    there, though no value of it is read).
+    """
+    p = node.params
+    every = [(0, c) for c in node.inputs[0].columns] if node.inputs else []
+    if node.op == "map":
+        if p.get("reads") is None or not set(node.inputs[0].columns) <= set(node.columns):
+            return every
+        return [(0, c) for c in p["reads"]]
+    if node.op in ("assign", "check"):
+        if "func" not in p and node.op == "assign":
+            return []  # a value
+        return every if p.get("reads") is None else [(0, c) for c in p["reads"]]
+    if node.op == "validate":
+        return every
+    if node.op in ("astype", "fillna", "replace"):
+        if node.code is None:
+            return every
+        arguments = list(node.code.get("args", ())) + list(dict(node.code.get("kwargs", {})).values())
+        named = {k for a in arguments if isinstance(a, Mapping) for k in a}
+        return [(0, c) for c in node.inputs[0].columns if c in named]
+    if node.op in APPLY_MODEL:
+        return [(0, c) for c in p["X"]]
+    if node.op in ("groupby", "transform"):  # a size names a column it does not read, and pandas wants it there
+        return [(0, spec[0]) for spec in p["aggregations"].values()]
+    if node.op == "merge":
+        left, right = node.inputs[0].columns, node.inputs[1].columns
+        keys = {lk for lk, rk in zip(p["left_on"], p["right_on"]) if lk == rk}
+        clash = [c for c in left if c in right and c not in keys]
+        return [(k, c) for c in clash for k in (0, 1)]
+    return []
+
+
+def needed_columns(result: Node, order: Sequence[Node] | None = None, run: bool = False,
+                   columns: Iterable[str] | None = None) -> dict[str, set[str]]:
+    """Per node id, the node's output columns (and ``ROW``) the result depends on: a static walk of the plan.
+
+    From the result's columns (and its rows) back to the sources through each
+    operation's column map, adding the columns that decide which rows exist
+    (:func:`row_reads`). Group-bys and fitted models read all their inputs (an
+    aggregation over a placeholder could fail). Model dependencies are not
+    followed (a fitted model is used as it is).
+
+    ``run=False``: what the result's *values* depend on (a sliced replay reads
+    and checks only these source columns). ``run=True``: what must be present to
+    compute the result (:func:`run_reads` too): column pruning keeps exactly these.
+    ``order`` is ``ancestors(result)`` (inputs before consumers) when given;
+    ``columns`` the result columns wanted (default: all of them).
+    """
+    order = ancestors(result) if order is None else order
+    needed: dict[str, set[str]] = {result.id: set(result.columns if columns is None else columns) | {ROW}}
+    for node in reversed(order):
+        want = needed.get(node.id)
+        if not want or node.op == "source":
+            continue
+        inputs: list[set[str]] = [set() for _ in node.inputs]
+        outputs = set(want)
+        if node.op in ("groupby", "transform") or node.op in APPLY_MODEL:
+            outputs |= set(node.columns)
+        for column in outputs:
+            for k, source_column in node.colmap.get(column, ()):
+                if k not in node.model_inputs:
+                    inputs[k].add(source_column)
+        if ROW in want:
+            for k, column in row_reads(node):
+                inputs[k].add(column)
+        if run:
+            for k, column in run_reads(node):
+                inputs[k].add(column)
+        for k, parent in enumerate(node.inputs):
+            if inputs[k] and k not in node.model_inputs:
+                needed.setdefault(parent.id, set()).update(inputs[k])
+    return needed

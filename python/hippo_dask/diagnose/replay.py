@@ -29,7 +29,7 @@ from ..errors import ReplayError, SourceChangedError
 from ..identity import function_token
 from ..lin import from_description
 from ..partition import unique_sorted
-from ..plan import APPLY_MODEL, CHECKS, MEMBERSHIP, ROW, Node
+from ..plan import CHECKS, MEMBERSHIP, ROW, Node, needed_columns, row_reads
 from ..store import Store, _join, read_bytes
 
 if TYPE_CHECKING:
@@ -493,57 +493,15 @@ def _with_placeholders(taken: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
 
 
 def used_source_columns(lineage: "Lineage") -> dict[str, set[str]]:
-    """Per source, the columns the result's values and rows depend on (a static walk of the plan).
+    """Per source, the columns the result's values and rows depend on (:func:`hippo_dask.plan.needed_columns`).
 
-    From the result's columns (and its rows) back to the sources through each
-    operation's column map, adding the columns that decide which rows exist
-    (filter reads, dropna / drop_duplicates subsets, sort and split keys,
-    exploded columns, merge and group-by keys). Group-bys and fitted models
-    read all their inputs (an aggregation over a placeholder could fail). Model
-    dependencies are not followed: a sliced replay uses models as stored.
+    Model dependencies are not followed: a sliced replay uses models as stored.
     """
-    needed: dict[str, set[str]] = {lineage._result.id: set(lineage._result.columns) | {ROW}}
-    for node in reversed(lineage._order):
-        want = needed.get(node.id)
-        if not want or node.op == "source":
-            continue
-        inputs: list[set[str]] = [set() for _ in node.inputs]
-        outputs = set(want)
-        if node.op in ("groupby", "transform") or node.op in APPLY_MODEL:
-            outputs |= set(node.columns)
-        for column in outputs:
-            for k, source_column in node.colmap.get(column, ()):
-                if k not in node.model_inputs:
-                    inputs[k].add(source_column)
-        if ROW in want:
-            for k, column in _row_reads(node):
-                inputs[k].add(column)
-        for k, parent in enumerate(node.inputs):
-            if inputs[k] and k not in node.model_inputs:
-                needed.setdefault(parent.id, set()).update(inputs[k])
+    needed = needed_columns(lineage._result, lineage._order)
     return {lineage._source_by_node[n.id]: needed.get(n.id, set()) - {ROW} for n in lineage._order if n.op == "source"}
 
 
-def _row_reads(node: Node) -> list[tuple[int, str]]:
-    """(input, column) pairs an operation reads to decide which rows it keeps, makes or orders."""
-    p, every = node.params, list(node.inputs[0].columns) if node.inputs else []
-    if node.op in ("filter", "flatmap"):
-        return [(0, c) for c in (p.get("reads") if p.get("reads") is not None else every)]
-    if node.op in ("dropna", "drop_duplicates"):
-        return [(0, c) for c in p.get("subset") or every]
-    if node.op == "sort_values":
-        return [(0, c) for c in p["by"]]
-    if node.op == "split":
-        return [(0, c) for c in p["by"]]
-    if node.op == "explode":
-        return [(0, c) for c in p["column"]]
-    if node.op in ("groupby", "transform"):
-        return [(0, c) for c in p["keys"]]
-    if node.op == "merge":
-        return [(0, c) for c in p["left_on"]] + [(1, c) for c in p["right_on"]]
-    if node.op in ("map", "assign") and node.spread:
-        return [(0, c) for c in every]
-    return []
+_row_reads = row_reads  # (input, column) pairs an operation reads to decide its rows
 
 
 class _ModelHolder:
