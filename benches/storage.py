@@ -6,7 +6,7 @@
 Captures the hippo variant of ``refpipe`` once on a ``LocalCluster(n_workers=2,
 threads_per_worker=1, processes=True)`` into /tmp/hippo_bench/stores/storage_n<N> (a fresh store),
 then prints ``Lineage.storage()`` (bytes per operator), each stored array's bytes (every array of
-every fragment re-encoded alone), and the ratio to the cell-wise baseline
+every fragment re-encoded alone: ``capture.store_breakdown``), and the ratio to the cell-wise baseline
 (``cellwise_baseline.count``, 16 bytes per (output cell, input cell) pair; cached in
 /tmp/hippo_bench/baseline_n<N>.json). Results go to /tmp/hippo_bench/storage_n<N>.json.
 """
@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import time
-from collections import defaultdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -59,24 +58,6 @@ def baseline(n: int) -> dict:
     return out
 
 
-def arrays_breakdown(lin) -> dict[tuple[str, str], int]:
-    """Bytes of every stored array, each re-encoded alone, summed per (operator, array name)."""
-    from hippo_dask import _core
-    from hippo_dask.store import _join
-
-    sizes: dict[tuple[str, str], int] = defaultdict(int)
-    run_dir = lin.store.run_dir(lin.run_id)
-    for frag in lin.manifest["result"]["fragments"]:
-        for name, values in lin.store.read_fragment(_join(run_dir, frag["path"])).items():
-            sizes[("result", name)] += len(_core.encode_fragment({name: values}))
-    for node_id, names in lin.manifest["group_fragments"].items():
-        op = next(r["op"] for r in lin.manifest["nodes"] if r["id"] == node_id)
-        for fname in names:
-            for name, values in lin.store.read_fragment(_join(lin.store.fragment_dir(node_id), fname)).items():
-                sizes[(op, name)] += len(_core.encode_fragment({name: values}))
-    return sizes
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=float, default=1e6)
@@ -96,15 +77,17 @@ def main() -> None:
     total = int(table["bytes"].iloc[-1])
     print(table.to_string(index=False))
     print("\n| array | bytes | bytes per source row |\n|---|---|---|")
-    sizes = arrays_breakdown(lin)
-    for (op, name), b in sorted(sizes.items(), key=lambda kv: -kv[1]):
-        print(f"| {op}: {name} | {b:,} | {b / source_rows:.3f} |")
+    import capture  # its store_breakdown re-encodes every array of every fragment alone
+
+    sizes = {name: b for name, (b, _rows) in capture.store_breakdown(store)["arrays"].items()}
+    for name, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        print(f"| {name} | {b:,} | {b / source_rows:.3f} |")
     ratio = base["bytes"] / total
     print(f"\nstore {total:,} bytes = {total / source_rows:.3f} bytes per source row (target <= 3); "
           f"cell-wise baseline {base['bytes']:,} bytes = {ratio:,.0f}x the store (target >= 1000x)")
     out = {"n": n, "run": run_id, "store_bytes": total, "bytes_per_source_row": total / source_rows,
            "baseline_bytes": base["bytes"], "ratio": ratio, "per_operator": table.astype(object).to_dict("records"),
-           "per_array": {f"{op}: {name}": b for (op, name), b in sizes.items()}}
+           "per_array": sizes}
     with open(os.path.join(refpipe.ROOT, f"storage_n{n}.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)
 
