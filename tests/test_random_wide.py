@@ -270,19 +270,23 @@ def apply_step(step: str, params, t, o: OracleFrame, ctx):
     return t, o
 
 
-def build(kind, a, b, steps, nparts: int | None, keep_x: bool = False, like_dask: bool = False, inputs=None):
+def build(kind, a, b, steps, nparts: int | None, keep_x: bool = False, like_dask: bool = False, inputs=None,
+          sourced: bool = False):
     """The tracked pipeline (pandas when ``nparts`` is None, else Dask) and its oracle.
 
     ``like_dask``: skip the same order-dependent steps as on Dask (to compare the two).
     ``inputs``: frames ``(a, b)`` (pandas or Dask) to make the tracked sources of instead: the same
     pipeline, its steps chosen on ``a`` and ``b``, over other data (the oracle stays ``a``'s and ``b``'s).
+    ``sourced``: ``inputs`` are tracked sources already (``hippo.read_parquet``).
     """
     import dask.dataframe as dd
 
     to = (lambda f: f) if nparts is None else (lambda f: dd.from_pandas(f, npartitions=nparts, sort=False))
     ia, ib = inputs if inputs is not None else (to(a), to(b))
-    t, o = ia.hippo.source("a"), OracleFrame.source(a, "a", npartitions=nparts)
-    ctx = {"b": (ib.hippo.source("b"), OracleFrame.source(b, "b")), "order_defined": True, "n": 0,
+    if not sourced:
+        ia, ib = ia.hippo.source("a"), ib.hippo.source("b")
+    t, o = ia, OracleFrame.source(a, "a", npartitions=nparts)
+    ctx = {"b": (ib, OracleFrame.source(b, "b")), "order_defined": True, "n": 0,
            "protected": {"g", "x", "y"} if keep_x else {"g"}, "keep_x": keep_x,
            "dask_like": nparts is not None or like_dask}
     for step, params in steps:
@@ -544,3 +548,15 @@ def test_result_copies(store, src, steps, nparts, th):
             except hippo.LineageError:
                 continue
             assert got == want
+
+
+def test_group_b_all_none_keys_against_empty_b(store):
+    """Found by test_wide_pandas: a group-by with dropna=False over only None keys gives float64
+    keys, merged with an empty object-keyed source. pandas merges the rows but refuses the two
+    empty frames hippo used to name the output columns; hippo now asks on rows too."""
+    a = pd.DataFrame({"g": pd.Series([None, None], dtype=object), "x": pd.Series([0, 0], dtype="int64"),
+                      "y": pd.Series([float("nan")] * 2), "s": pd.Series(["p", "p"], dtype="str")})
+    b = pd.DataFrame({"g": pd.Series([], dtype=object), "w": pd.Series([], dtype="int64")})
+    steps = [("assign", ("inner", 0, False, False, 0)), ("group_b", ("inner", 0, False, False, 0))]
+    t, o, _ = build("object_none", a, b, steps, None)
+    _check_exact(_compute(t, None), o, a, b)

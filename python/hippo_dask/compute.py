@@ -21,8 +21,8 @@ import pandas as pd
 
 from . import partition as P
 from .errors import LineageError, UserFunctionError
-from .frame import Tracked
-from .plan import CHECKS, MEMBERSHIP, ancestors
+from .frame import SourceInfo, Tracked, key_source
+from .plan import CHECKS, MEMBERSHIP, Node, ancestors, copied_from, hidden
 from .prune import pruned
 from .store import _join
 
@@ -149,6 +149,37 @@ def _failed(tracked: Tracked, infos: dict[str, Any], error: UserFunctionError, r
     return tracked.failed(error, run_id, counts)
 
 
+def _derivations(result: Node, nodes: list[Node], sources: list[SourceInfo]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """Which group ids the run derives from a source file instead of storing (:func:`hippo_dask.partition.derive_key`).
+
+    Returns the manifest's ``derived`` record (per group-by node, and per group slot of
+    the result: ``{"source", "column", "slot"}``) and, for the result fragments,
+    group slot -> (result column, source slot) to check on every partition. A fragment
+    marks what it did derive; the record says from where.
+    """
+    record: dict[str, Any] = {"memberships": {}, "result": {}}
+    for node in nodes:
+        if node.op in ("groupby", "transform"):
+            found = key_source(node.inputs[0], node.params["keys"], sources)
+            if found is not None:
+                record["memberships"][node.id] = {"source": found[0].name, "column": found[1], "slot": found[2]}
+    by_id = {n.id: n for n in nodes}
+    derivable: dict[str, tuple[str, str]] = {}
+    for slot in result.slots:
+        spec = record["memberships"].get(result.slot_origin.get(slot, ""))
+        origin = by_id.get(result.slot_origin.get(slot, ""))
+        if spec is None or origin is None or slot != origin.new_slot:
+            continue
+        source = next(i for i in sources if i.name == spec["source"])
+        for column in result.columns:
+            found = copied_from(result, column)
+            if found is not None and found[0].id == source.node.id and found[1] == spec["column"]:
+                derivable[hidden(slot)] = (column, hidden(found[2]))
+                record["result"][hidden(slot)] = {"source": spec["source"], "column": spec["column"], "slot": found[2]}
+                break
+    return record, derivable
+
+
 def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, Any] | None = None,
             parquet: Mapping[str, Any] | None = None, **compute_kwargs: Any) -> tuple[pd.DataFrame | None, str]:
     """Compute ``tracked``; return the clean pandas result and the committed run id.
@@ -183,6 +214,7 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
             f"two checks or validations are named {sorted({n for n in check_names if check_names.count(n) > 1})}; "
             "names must be unique in a run (lin.violations(name) finds them by name)"
         )
+    derived, derivable = _derivations(tracked.node, nodes, list(infos.values()))
     # Dask: every step built again on only the columns it and later steps need (pandas: as it ran)
     data, recorders = pruned(tracked)
     recorders = {nid: rec for nid, rec in recorders.items() if nid in {n.id for n in nodes}}
@@ -207,12 +239,12 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
         # whole pipeline once more for its partition boundaries. A worker finishes it.
         if parquet is not None:  # every partition writes its rows and its lineage where it was computed
             finished = data.map_partitions(P.finish_to_parquet, counts, run_dir, parquet["path"],
-                                                   parquet.get("storage_options"), meta=P.RECEIPT_META,
-                                                   enforce_metadata=False)
+                                                   parquet.get("storage_options"), derivable=derivable,
+                                                   meta=P.RECEIPT_META, enforce_metadata=False)
             receipts = {P.RESULT_RECEIPT: finished}
         else:
             finished = data.repartition(npartitions=1).map_partitions(
-                P.finish_partition, counts, result_path, meta=P.clean(data._meta), enforce_metadata=False)
+                P.finish_partition, counts, result_path, derivable, meta=P.clean(data._meta), enforce_metadata=False)
             receipts = {P.RESULT_RECEIPT: finished.map_partitions(P.receipt_of, P.RESULT_RECEIPT, meta=P.RECEIPT_META)}
         for nid, recorded in recorders.items():
             receipts[nid] = recorded.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
@@ -237,7 +269,7 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
                       for nid, info in infos.items()}
     node_counts = {nid: [int(f[0]) for f in facts] for nid, facts in node_facts.items()}
     if not tracked.is_dask:
-        finished = P.finish_partition(data, _source_counts(node_counts, slot_nodes), result_path)
+        finished = P.finish_partition(data, _source_counts(node_counts, slot_nodes), result_path, derivable)
         receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
         receipt_frames.update({nid: P.receipt_of(recorded, nid) for nid, recorded in recorders.items()})
         result = finished
@@ -296,6 +328,8 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
         },
         "group_fragments": groups,
     }
+    if derived["memberships"] or derived["result"]:
+        manifest["derived"] = derived
     if replay_of is not None:
         manifest["replay_of"] = replay_of
     manifest.update(dict(links or {}))

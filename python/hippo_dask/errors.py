@@ -73,7 +73,8 @@ class ReplayError(RuntimeError, HippoError):
 
 
 class SourceChangedError(ReplayError):
-    """A source passed back to a replay is not the one the run read: names the source and its partitions."""
+    """A source is not the one the run read: one passed back to a replay, or a file a query must read again
+    (group-by lineage stored as a reference to the source's key column). Names the source and what differs."""
 
 
 class UserFunctionError(RuntimeError, HippoError):

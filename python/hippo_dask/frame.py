@@ -26,7 +26,7 @@ from . import partition as P
 from .errors import ColumnError, LineageError, UserFunctionError
 from .identity import describe_function, jsonable, token
 from .lin import LineageType, Window, as_lineage_type
-from .plan import HIDDEN_PREFIX, ROW, Node, hidden, identity_colmap, spread_slot, unary
+from .plan import HIDDEN_PREFIX, ROW, Node, copied_from, hidden, identity_colmap, spread_slot, unary
 from .store import Store
 
 #: Distinguishes sources made by different processes, so fragments of two
@@ -58,6 +58,28 @@ class SourceInfo:
     column_fingerprints: tuple[dict[str, str], ...] | None = None  # the same, per column
     partitions: tuple[Any, ...] = ()  # Dask: delayed id-attaching tasks, one per partition
     identity: Mapping[str, Any] = field(default_factory=dict)  # what the source was, for the manifest
+
+
+def key_source(parent: Node, keys: Sequence[str], sources: Iterable[SourceInfo]) -> tuple[SourceInfo, str, str] | None:
+    """Where a group-by's group ids can be derived from instead of stored: ``(source, column, slot)``.
+
+    Only for one key column that holds a file source's column unchanged
+    (:func:`hippo_dask.plan.copied_from`), a parquet file a query can read again
+    (:func:`hippo_dask.readers.rereadable`); ``slot`` is the source's slot in ``parent``.
+    Capture (the memberships) and the manifest both decide with this one function.
+    """
+    from .readers import rereadable
+
+    if len(keys) != 1:
+        return None
+    found = copied_from(parent, keys[0])
+    if found is None:
+        return None
+    node, column, slot = found
+    info = next((i for i in sources if i.node.id == node.id), None)
+    if info is None or not rereadable(info.identity.get("file")):
+        return None
+    return info, column, slot
 
 
 @dataclass(frozen=True)
@@ -614,9 +636,12 @@ class Tracked:
     def _recorder(self, keys: list[str], dropna: bool, node_id: str) -> Callable[[Any], Any]:
         """How to make this frame's data with each partition writing which group its rows joined (on the workers)."""
         backend, fragment_dir = self.backend, self.store.fragment_dir(node_id)
+        derivable = key_source(self.node, keys, self.sources.values())
+        derive_from = None if derivable is None else hidden(derivable[2])
 
         def recorded(d: Any) -> Any:
-            return backend.partitionwise(d, P.record_membership, keys, dropna, fragment_dir, node_id, meta=backend.meta(d))
+            return backend.partitionwise(d, P.record_membership, keys, dropna, fragment_dir, node_id, derive_from,
+                                         meta=backend.meta(d))
 
         return recorded
 
@@ -706,8 +731,15 @@ class Tracked:
         renamed = {s: (s if s not in self.node.slots else f"{s}_{identity[:6]}") for s in right.node.slots}
         slots = self.node.slots + tuple(renamed.values())
         # Output column names follow pandas; learn them from an empty merge of the user columns.
-        left_meta, right_meta = P.clean(self._meta()), P.clean(right._meta())
-        out_columns = [c for c in left_meta.merge(right_meta, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes).columns]
+        try:
+            left_meta, right_meta = P.clean(self._meta()), P.clean(right._meta())
+            named = left_meta.merge(right_meta, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
+        except ValueError:
+            # pandas refuses some key dtype pairs only when both sides are empty (float64 keys
+            # against an object column it cannot infer): ask again on rows, as the merge will run
+            named = P.clean(self._probe()).merge(P.clean(right._probe()), how=how, left_on=left_on,
+                                                 right_on=right_on, suffixes=suffixes)
+        out_columns = list(named.columns)
         colmap = _merge_colmap(list(self.columns), list(right.columns), left_on, right_on, suffixes, out_columns)
         may_miss: list[str] = []
         if how != "inner":

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from . import _core
-from .errors import ColumnError, CorruptRunError, QueryError
-from .partition import (GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, positions_from_halves, untabulate,
-                        unique_sorted)
+from .errors import ColumnError, CorruptRunError, QueryError, SourceChangedError
+from .partition import (DERIVED, GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, ids_checksum, positions_from_halves,
+                        untabulate, unique_sorted, zigzag)
 from .plan import APPLY_MODEL, MEMBERSHIP, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
@@ -232,6 +232,10 @@ class Lineage:
         self._result_slots: SlotRows | None = None
         self._members: dict[str, tuple[SlotRows, np.ndarray]] = {}
         self._trace_engine: _core.TraceEngine | None = None  # the run's maps, loaded into the Rust trace engine
+        self._source_columns: dict[tuple[str, str], Any] = {}  # (source, column) -> values re-read from its file
+        derived = manifest.get("derived") or {}
+        self._derived_members = dict(derived.get("memberships") or {})  # group-by node id -> where its ids come from
+        self._derived_result = dict(derived.get("result") or {})  # result group slot (hidden) -> the same
         self._result_frame: Any = None  # weak reference to the result frame, set by ``result.hippo.lineage``
 
     # ------------------------------------------------------------------ facts
@@ -588,6 +592,55 @@ class Lineage:
                 found[slot] = self._sources[self._source_by_node[origin]]["partition_rows"]
         return found
 
+    def _source_column(self, name: str, column: str, exact: bool = False) -> np.ndarray:
+        """Column ``column`` of file source ``name``, read again (cached), every row in capture order."""
+        from .readers import read_column
+
+        cached = self._source_columns.get((name, column))
+        if cached is not None and (cached[1] or not exact):
+            return cached[0]
+        info = self._source(name)
+        file = info.get("identity", {}).get("file")
+        try:
+            values = read_column(file, column, exact=exact)
+        except (OSError, KeyError, ValueError) as exc:
+            raise SourceChangedError(
+                f"source {name!r}: cannot read column {column!r} of {file.get('path') if file else None} again "
+                f"({type(exc).__name__}: {exc}). This run stores its group-by lineage as a reference to that "
+                "column (the group of a row is its key there); restore the file as it was at capture to query it"
+            ) from None
+        if len(values) != int(info["rows"]):
+            raise SourceChangedError(f"source {name!r}: {file.get('path')} now has {len(values)} rows, the run read "
+                                     f"{info['rows']}; restore the file as it was at capture to query this run")
+        self._source_columns[(name, column)] = (values, exact)
+        return values
+
+    def _derive(self, arrays: dict[str, np.ndarray], key: str, spec: Mapping[str, Any] | None,
+                positions: np.ndarray | None, url: str) -> dict[str, np.ndarray]:
+        """``arrays`` with derived per-row ``key`` filled in from the source file (see
+        :func:`hippo_dask.partition.derive_key`), checked exactly against the fragment's checksum."""
+        marker = arrays.pop(key + DERIVED, None)
+        if marker is None:
+            return arrays
+        if spec is None or positions is None or len(marker) != 1:
+            raise CorruptRunError(f"{url}: {key!r} is derived from a source, but the manifest does not say which")
+        if len(positions) and positions.min() < 0:
+            raise CorruptRunError(f"{url}: a derived key's source slot has holes")
+        for exact in (False, True):  # the fast read first; the recorded reader if they disagree
+            values = self._source_column(spec["source"], spec["column"], exact=exact)
+            if len(positions) and positions.max() >= len(values):
+                raise CorruptRunError(f"{url}: source positions beyond source {spec['source']!r}")
+            taken = values[positions]
+            if taken.dtype.kind in "iu":
+                ids = zigzag(taken)
+                if ids_checksum(ids) == int(marker[0]):
+                    arrays[key] = ids
+                    return arrays
+        raise SourceChangedError(
+            f"source {spec['source']!r}: column {spec['column']!r} no longer holds the values this run read "
+            f"(checked against {url}). This run stores its group-by lineage as a reference to that column; restore "
+            "the source file as it was at capture to query it")
+
     def result_slots(self) -> SlotRows:
         """Slot values of every result row (source slots as source positions)."""
         if self._result_slots is None:
@@ -596,7 +649,11 @@ class Lineage:
             pieces: dict[str, list[np.ndarray]] = {s: [] for s in slots}
             for frag in self._manifest["result"]["fragments"]:
                 url = _join(run_dir, frag["path"])
-                arrays = untabulate(self.store.read_fragment(url, frag["checksum"]), url)
+                arrays = self.store.read_fragment(url, frag["checksum"])
+                for key, spec in self._derived_result.items():
+                    source_slot = arrays.get(hidden(spec["slot"]))
+                    arrays = self._derive(arrays, key, spec, source_slot, url)
+                arrays = untabulate(arrays, url)
                 for s in slots:
                     values = arrays.get(hidden(s))
                     if values is None or len(values) != frag["rows"]:
@@ -618,7 +675,16 @@ class Lineage:
             fragments = []
             for name in self._manifest["group_fragments"].get(node.id, []):
                 url = _join(directory, name)
-                arrays = untabulate(self.store.read_fragment(url, name.split(".")[0]), url)
+                arrays = self.store.read_fragment(url, name.split(".")[0])
+                if GROUP_ID + DERIVED in arrays:
+                    spec = self._derived_members.get(node.id)
+                    positions = None
+                    if spec is not None and spec["slot"] in source_counts:
+                        high, low = (arrays.get(hidden(spec["slot"]) + half) for half in (SPLIT_HIGH, SPLIT_LOW))
+                        if high is not None and low is not None and len(high) == len(low):
+                            positions = positions_from_halves(high, low, source_counts[spec["slot"]])
+                    arrays = self._derive(arrays, GROUP_ID, spec, positions, url)
+                arrays = untabulate(arrays, url)
                 for key in [hidden(s) + half for s in parent.slots for half in (SPLIT_HIGH, SPLIT_LOW)] + [GROUP_ID]:
                     if key not in arrays or len(arrays[key]) != len(arrays[GROUP_ID]):
                         raise CorruptRunError(f"{url}: a membership fragment lacks {key!r} or has ragged arrays")

@@ -852,7 +852,7 @@ TABLE = "@"
 CODES = "#"
 
 
-def tabulate(arrays: Mapping[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+def tabulate(arrays: Mapping[str, np.ndarray], key: str, fixed: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """A fragment's arrays, with every array that is a function of array ``key`` stored once
     per distinct key value instead of once per row.
 
@@ -865,6 +865,8 @@ def tabulate(arrays: Mapping[str, np.ndarray], key: str) -> dict[str, np.ndarray
     the result stores it once per group slot value. The key itself may become
     ``key + CODES``, its rows' positions among the distinct keys, where that is smaller.
     Every choice is by the Rust codec's encoded size: the smallest encoding wins.
+    Arrays named in ``fixed`` stay per row (what a derived key is computed from, see
+    :func:`derive_key`).
     """
     keys = arrays.get(key)
     if keys is None or len(keys) < 2 or key + TABLE in arrays or keys.dtype != np.int64:
@@ -872,7 +874,7 @@ def tabulate(arrays: Mapping[str, np.ndarray], key: str) -> dict[str, np.ndarray
     # not the key of an earlier table nor codes: one pass of untabulate undoes them all;
     # constant arrays already cost nothing per row
     candidates = [k for k, v in arrays.items()
-                  if k != key and TABLE not in k and not k.endswith(CODES) and k + TABLE not in arrays
+                  if k != key and k not in fixed and TABLE not in k and not k.endswith(CODES) and k + TABLE not in arrays
                   and len(v) == len(keys) and v.dtype == np.int64 and v.min() != v.max()]
     codes, uniques = pd.factorize(keys, sort=True)
     if len(uniques) == len(keys):  # distinct keys: a table saves nothing
@@ -933,12 +935,58 @@ def untabulate(arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.nda
     return out
 
 
+#: Suffix of a per-row key that a fragment does not store: a query derives it from a source
+#: column (:func:`derive_key`). The fragment keeps ``key + DERIVED``: one int64, the checksum
+#: of the per-row values, which the derived values must match exactly.
+DERIVED = "!"
+
+
+def zigzag(values: np.ndarray) -> np.ndarray:
+    """The group id of a single small-integer key (see :func:`group_ids`): the value, zigzag-coded."""
+    v = np.asarray(values).astype(np.int64, copy=False)
+    return (v << 1) ^ (v >> 63)
+
+
+def is_small_int_key(values: pd.Series) -> bool:
+    """Whether :func:`group_ids` of this one key column is :func:`zigzag` of its values."""
+    dtype = values.dtype
+    if not (isinstance(dtype, np.dtype) and dtype.kind in "iu"):
+        return False
+    v = values.to_numpy()
+    if not len(v):
+        return True
+    return bool(v.max() < _SMALL_KEY and (dtype.kind == "u" or v.min() >= -_SMALL_KEY))
+
+
+def ids_checksum(ids: np.ndarray) -> int:
+    """Checksum of an int64 array's values (little-endian bytes), as a signed int64."""
+    data = np.ascontiguousarray(ids, dtype="<i8").tobytes()
+    return int(np.array([_core.checksum(data)], dtype=np.uint64).view(np.int64)[0])
+
+
+def derive_key(packed: Mapping[str, np.ndarray], key: str, values: np.ndarray) -> dict[str, np.ndarray]:
+    """``packed`` (from :func:`tabulate`) without per-row ``key``: a query derives it from a source column.
+
+    Hippo's "store a function where the mapping is derivable": when a group-by's one key is
+    an integer column copied unchanged from a file source (:func:`hippo_dask.plan.copied_from`),
+    each row's group id is that source value at the row's source slot, zigzag-coded, so the
+    fragment keeps only the checksum of ``values`` (the per-row ids) under ``key + DERIVED``;
+    the distinct keys stay when tables are keyed on them. The reader re-reads the source
+    column and refuses an answer unless the derived ids match the checksum exactly.
+    """
+    out = {k: v for k, v in packed.items() if k not in (key, key + CODES)}
+    if not any(k.endswith(TABLE + key) for k in out):
+        out.pop(key + TABLE, None)  # nothing is keyed on the distinct values
+    out[key + DERIVED] = np.array([ids_checksum(values)], dtype=np.int64)
+    return out
+
+
 #: Key of the receipts dict in a partition's ``attrs``: node id -> receipt of the fragment it wrote.
 RECEIPTS = "hippo_receipts"
 
 
 def write_membership(part: pd.DataFrame, arrays: Mapping[str, np.ndarray], fragment_dir: str | None, node_id: str,
-                     out: pd.DataFrame) -> pd.DataFrame:
+                     out: pd.DataFrame, derived_from: str | None = None) -> pd.DataFrame:
     """Write one partition's membership fragment; return ``out`` carrying its receipt.
 
     The fragment is named by its checksum, so re-running the task rewrites the
@@ -946,12 +994,19 @@ def write_membership(part: pd.DataFrame, arrays: Mapping[str, np.ndarray], fragm
     task that collects receipts for the manifest (:func:`receipt_of`): a run lists
     exactly the fragments its own tasks wrote, never a folder's contents.
     ``fragment_dir=None`` (a dry run on fake rows, for Dask's meta) writes nothing.
+    ``derived_from`` (a source slot's hidden column) says the group ids are derived from
+    that source's key column at that slot (:func:`derive_key`): they are not stored.
     """
     receipt: dict[str, Any] = {"rows": int(len(part)), "fragment": "", "checksum": "", "bytes": 0, "digest": ""}
     if len(part) and fragment_dir is not None:
         from .store import write_fragment
 
-        data = _core.encode_fragment(tabulate(arrays, GROUP_ID))
+        if derived_from is None:
+            packed = tabulate(arrays, GROUP_ID)
+        else:  # the slot the ids are derived from stays per row
+            packed = tabulate(arrays, GROUP_ID, fixed=(derived_from + SPLIT_HIGH, derived_from + SPLIT_LOW))
+            packed = derive_key(packed, GROUP_ID, arrays[GROUP_ID])
+        data = _core.encode_fragment(packed)
         receipt["fragment"] = write_fragment(fragment_dir, data)
         receipt["checksum"] = receipt["fragment"].split(".")[0]
         receipt["bytes"] = len(data)
@@ -978,18 +1033,23 @@ def receipt_of(part: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def record_membership(part: pd.DataFrame, keys: Sequence[str], dropna: bool, fragment_dir: str,
-                      node_id: str) -> pd.DataFrame:
+                      node_id: str, derive_from: str | None = None) -> pd.DataFrame:
     """Write which group every row of this group-by input partition joined; pass it through.
 
     Rows whose key has a missing value join no group when ``dropna`` (pandas
-    drops them); they are left out of the membership.
+    drops them); they are left out of the membership. ``derive_from``: the hidden
+    column of the source slot whose source holds the one key column unchanged
+    (:func:`hippo_dask.plan.copied_from`); where the key is a small integer on every row
+    and the slot is set, the group ids are derived at query time instead of stored.
     """
     arrays = membership_arrays(part, keys)
     if dropna:
         keep = ~part[list(keys)].isna().any(axis=1).to_numpy()
         if not keep.all():
             arrays = {k: v[keep] for k, v in arrays.items()}
-    return write_membership(part, arrays, fragment_dir, node_id, part)
+    derived = (derive_from is not None and len(keys) == 1 and derive_from in part.columns
+               and is_small_int_key(part[keys[0]]) and bool((part[derive_from].to_numpy() >= 0).all()))
+    return write_membership(part, arrays, fragment_dir, node_id, part, derive_from if derived else None)
 
 
 def add_group_id(part: pd.DataFrame, keys: Sequence[str], column: str) -> pd.DataFrame:
@@ -1091,12 +1151,17 @@ def finish_partition(
     part: pd.DataFrame,
     source_counts: Mapping[str, Sequence[int]],
     path: str,
+    derivable: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Write one result partition's slot arrays to the store; return its clean rows with the receipt.
 
     ``source_counts`` maps every source slot (hidden column name) to the row
     counts of its source's partitions, so source ids are stored as positions
     in the source (the smallest numbers, and what queries answer in).
+    ``derivable`` maps a group slot (hidden column) to ``(column, source slot)``: a
+    result column that holds a file source's column unchanged at that slot's rows. Where
+    the group ids equal :func:`zigzag` of that column on every row of this partition, they
+    are not stored (:func:`derive_key`): a query derives them from the source file.
     """
     from .store import write_bytes
 
@@ -1106,8 +1171,21 @@ def finish_partition(
         if c in source_counts:
             ids = ids_to_positions(ids, source_counts[c])
         arrays[c] = ids
-    for key in [c for c in arrays if c not in source_counts]:  # group / concat slots: few values
-        arrays = tabulate(arrays, key)
+    derived = {}
+    for slot, (column, source_slot) in (derivable or {}).items():
+        if (slot in arrays and column in part.columns and source_slot in arrays and len(part)
+                and is_small_int_key(part[column]) and bool((arrays[source_slot] >= 0).all())
+                and np.array_equal(zigzag(part[column].to_numpy()), arrays[slot])):
+            derived[slot] = source_slot
+    # group / concat slots have few values: tables keyed on them. Derived keys go first, and
+    # the slots they are derived from stay per row (a reader derives before it untabulates).
+    fixed = tuple(derived.values())
+    keys = [c for c in arrays if c not in source_counts]
+    for key in sorted(keys, key=lambda k: k not in derived):
+        if key in derived:
+            arrays = derive_key(tabulate(arrays, key, fixed=fixed), key, arrays[key])
+        else:
+            arrays = tabulate(arrays, key, fixed=fixed)
     data = _core.encode_fragment(arrays)
     write_bytes(path, data)
     out = clean(part)
@@ -1133,13 +1211,14 @@ def result_file_name(index: int) -> str:
 
 def finish_to_parquet(part: pd.DataFrame, source_counts: Mapping[str, Sequence[int]], run_dir: str, folder: str,
                       storage_options: Mapping[str, Any] | None = None,
+                      derivable: Mapping[str, Sequence[str]] | None = None,
                       partition_info: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Write one result partition, from the worker that computed it: its lineage fragment into the
     run, its rows as a parquet file into ``folder``; return only the receipt (nothing is gathered)."""
     import fsspec
 
     index = int(partition_info["number"]) if partition_info else 0
-    finished = finish_partition(part, source_counts, run_dir.rstrip("/") + "/" + result_fragment_name(index))
+    finished = finish_partition(part, source_counts, run_dir.rstrip("/") + "/" + result_fragment_name(index), derivable)
     rows = clean(finished)
     rows.attrs = {}
     with fsspec.open(folder.rstrip("/") + "/" + result_file_name(index), "wb", **dict(storage_options or {})) as f:

@@ -334,3 +334,54 @@ def needed_columns(result: Node, order: Sequence[Node] | None = None, run: bool 
             if inputs[k] and k not in node.model_inputs:
                 needed.setdefault(parent.id, set()).update(inputs[k])
     return needed
+
+
+#: One-to-one operations whose output columns hold their input's values unchanged (a
+#: column they keep is a copy, row for row). Not ``astype`` / ``fillna`` / ``replace``
+#: (they change values), ``validate`` (a schema may coerce), ``explode`` / ``flatmap``.
+_COPYING = frozenset({"filter", "select", "drop", "dropna", "sort_values", "drop_duplicates", "sample", "head",
+                      "split", "check", "rename", "map", "assign", "transform"})
+
+
+def copied_from(node: Node, column: str) -> tuple[Node, str, str] | None:
+    """The source column whose values ``column`` of ``node`` holds unchanged on every row, if any.
+
+    Returns ``(source node, source column, slot)``: on each row of ``node``, the value of
+    ``column`` equals the source's ``source column`` at the source row named by the row's
+    ``slot`` (the slot's name as ``node`` carries it). ``None`` when no such copy is
+    certain: the column was computed, or passes through an operation that may change
+    values or leave holes (the side of an outer merge, a concat, a group-by). Used to
+    store a *reference* to a source column where lineage is a function of its values
+    (:func:`hippo_dask.partition.derivable_group_ids`); what a query derives from it is
+    checked against a checksum taken at capture, so an answer is exact or refused.
+    """
+    while True:
+        if column not in node.columns:
+            return None
+        if node.op == "source":
+            return node, column, node.new_slot
+        p = node.params
+        if node.op == "merge":
+            how, sources = p.get("how"), node.colmap.get(column, ())
+            # an inner merge's shared key equals both sides; otherwise follow the side that is always there
+            present = {"inner": (0, 1), "left": (0,), "right": (1,)}.get(how, ())
+            side = next(((k, c) for k, c in sources if k in present), None)
+            if side is None:
+                return None
+            found = copied_from(node.inputs[side[0]], side[1])
+            if found is None:
+                return None
+            renamed = {s: t for t, s in node.slot_from[side[0]].items()}  # input slot -> its name here
+            if found[2] not in renamed:
+                return None
+            return found[0], found[1], renamed[found[2]]
+        if node.op not in _COPYING or node.colmap.get(column) is None:
+            return None
+        written = {"map": p.get("writes") or [], "assign": [p.get("column")],
+                   "transform": list(p.get("aggregations") or {})}.get(node.op, [])
+        sources = node.colmap[column]
+        if column in written or len(sources) != 1 or sources[0][0] != 0:
+            return None
+        if node.op != "rename" and sources[0][1] != column:
+            return None
+        node, column = node.inputs[0], sources[0][1]

@@ -92,3 +92,46 @@ def dask_file_source(frame: Any) -> dict[str, Any] | None:
         return None
     ok, plain = jsonable({k: v for k, v in kwargs.items() if v is not None})
     return {"reader": "dask.read_parquet", "path": _location(path), "kwargs": plain} if ok else None
+
+
+#: Reader arguments that change neither which rows a parquet read returns nor their order.
+_ORDER_KEEPING = frozenset({"columns", "index", "calculate_divisions", "split_row_groups", "blocksize",
+                            "aggregate_files"})
+
+
+def rereadable(file: Any) -> bool:
+    """Whether a query may re-read a column of this file source (parquet, rows as read at capture).
+
+    Lineage derived from a source column (a group-by's integer key,
+    :func:`hippo_dask.partition.derive_key`) is only stored that way for such sources.
+    """
+    return (isinstance(file, dict) and file.get("reader") in ("pandas.read_parquet", "dask.read_parquet")
+            and isinstance(file.get("kwargs") or {}, dict) and set(file.get("kwargs") or {}) <= _ORDER_KEEPING)
+
+
+def read_column(file: dict[str, Any], column: str, exact: bool = False) -> Any:
+    """Column ``column`` of a file source, every row in the order the capture read them, as numpy.
+
+    The fast path reads the parquet file(s) with pyarrow (no pandas, no Dask); ``exact=True``
+    calls the recorded reader itself (what a replay does). The caller checks what it derives
+    from the values against checksums taken at capture, so a fast read that orders files
+    differently from the recorded reader is caught, and retried exactly.
+    """
+    if not rereadable(file):
+        raise LineageError(f"internal: {file!r} is not a source hippo re-reads")
+    path = file["path"]
+    if not exact:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path, columns=[column])
+        return table.column(0).to_numpy()
+    import importlib
+
+    module, function = READERS[file["reader"]]
+    kwargs = dict(file.get("kwargs") or {}, columns=[column])
+    if kwargs.get("index") == column:
+        kwargs.pop("index")
+    frame = getattr(importlib.import_module(module), function)(path, **kwargs)
+    if hasattr(frame, "compute"):
+        frame = frame.compute(scheduler="sync")
+    return frame[column].to_numpy()
