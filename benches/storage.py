@@ -77,9 +77,9 @@ def main() -> None:
     total = int(table["bytes"].iloc[-1])
     print(table.to_string(index=False))
     print("\n| array | bytes | bytes per source row |\n|---|---|---|")
-    import capture  # its store_breakdown re-encodes every array of every fragment alone
+    import capture as capture_bench  # its store_breakdown re-encodes every array of every fragment alone
 
-    sizes = {name: b for name, (b, _rows) in capture.store_breakdown(store)["arrays"].items()}
+    sizes = {name: b for name, (b, _rows) in capture_bench.store_breakdown(store)["arrays"].items()}
     for name, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {b:,} | {b / source_rows:.3f} |")
     ratio = base["bytes"] / total

@@ -904,6 +904,24 @@ def tabulate(arrays: Mapping[str, np.ndarray], key: str, fixed: Sequence[str] = 
     return out
 
 
+def _positions_among(distinct: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Each key's position among ``distinct`` (ascending), or a position whose value differs.
+
+    Through a dense lookup table when the keys span a range a few times their count (group
+    ids of small integer keys: 11M lookups in ~40 ms), else a binary search (~10x slower).
+    """
+    if len(distinct) and len(keys):
+        low, high = int(distinct[0]), int(distinct[-1])
+        span = high - low + 1
+        if span <= max(4 * len(distinct), 1 << 16) and span <= len(keys) * 8 + (1 << 16):
+            table = np.zeros(span, dtype=np.int64)  # misses land on 0: the caller's check refuses them
+            table[distinct - low] = np.arange(len(distinct), dtype=np.int64)
+            inside = np.clip(keys, low, high)
+            inside -= low
+            return table[inside]
+    return np.searchsorted(distinct, keys)
+
+
 def untabulate(arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     """Undo :func:`tabulate`: every per-key table back to one value per row."""
     tables = [k for k in arrays if TABLE in k and not k.endswith(TABLE)]
@@ -925,7 +943,7 @@ def untabulate(arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.nda
             keys, distinct = out.get(key), arrays.get(key + TABLE)
             if keys is None or distinct is None or (len(distinct) > 1 and not (distinct[1:] > distinct[:-1]).all()):
                 raise CorruptRunError(f"{where}: the table of {key!r} is missing or malformed")
-            index = np.searchsorted(distinct, keys)
+            index = _positions_among(distinct, keys)
             if len(keys) and (index.max() >= len(distinct) or not np.array_equal(distinct[index], keys)):
                 raise CorruptRunError(f"{where}: the table of {key!r} lacks some of its values")
             index_of[key] = index
