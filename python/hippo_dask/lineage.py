@@ -19,17 +19,19 @@ is the static column mapping in the manifest. So:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError, SourceChangedError
-from .partition import (DERIVED, GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, ids_checksum, positions_from_halves,
-                        untabulate, unique_sorted, zigzag)
+from .ids import (DERIVED, GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, ids_checksum, positions_from_halves,
+                  untabulate, unique_sorted, zigzag)
 from .plan import APPLY_MODEL, MEMBERSHIP, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class TraceSet:
@@ -53,8 +55,10 @@ class TraceSet:
         self._cells: pd.DataFrame | None = None
 
     @property
-    def cells(self) -> pd.DataFrame:
+    def cells(self) -> "pd.DataFrame":
         if self._cells is None:
+            import pandas as pd  # here, not at import: queries themselves never need pandas
+
             names = sorted(self._by_column)
             if names:
                 # one int64 key per cell, ordered like (row, column name): sorted at once
@@ -646,24 +650,32 @@ class Lineage:
         if self._result_slots is None:
             run_dir = self.store.run_dir(self.run_id)
             slots = list(self._result.slots)
-            pieces: dict[str, list[np.ndarray]] = {s: [] for s in slots}
-            for frag in self._manifest["result"]["fragments"]:
+            frags = self._manifest["result"]["fragments"]
+            # one preallocated column per slot, filled fragment by fragment (at millions of rows a
+            # concatenate then a copy into the table cost as much as decoding)
+            if sum(int(f["rows"]) for f in frags) != self.nrows or self.nrows < 0:
+                raise CorruptRunError(f"{run_dir}: the result fragments' rows do not add up to the manifest's {self.nrows}")
+            values = np.empty((int(self.nrows), len(slots)), dtype=np.int64, order="F")
+            start = 0
+            for frag in frags:
                 url = _join(run_dir, frag["path"])
                 arrays = self.store.read_fragment(url, frag["checksum"])
                 for key, spec in self._derived_result.items():
                     source_slot = arrays.get(hidden(spec["slot"]))
                     arrays = self._derive(arrays, key, spec, source_slot, url)
                 arrays = untabulate(arrays, url)
-                for s in slots:
-                    values = arrays.get(hidden(s))
-                    if values is None or len(values) != frag["rows"]:
+                stop = start + int(frag["rows"])
+                if stop > len(values):
+                    raise CorruptRunError(f"{run_dir}: result fragments hold more rows than the manifest's {self.nrows}")
+                for i, s in enumerate(slots):
+                    column = arrays.get(hidden(s))
+                    if column is None or len(column) != frag["rows"]:
                         raise CorruptRunError(f"{url}: does not hold the rows and slots the manifest says")
-                    pieces[s].append(values)
-            arrays = {s: (np.concatenate(p) if p else np.array([], dtype=np.int64)) for s, p in pieces.items()}
-            rows = SlotRows.from_arrays(arrays, slots) if slots else SlotRows((), np.empty((0, 0), np.int64))
-            if len(rows) != self.nrows and slots:
-                raise CorruptRunError(f"{run_dir}: result fragments hold {len(rows)} rows, the manifest says {self.nrows}")
-            self._result_slots = rows
+                    values[start:stop, i] = column
+                start = stop
+            if start != len(values) and slots:
+                raise CorruptRunError(f"{run_dir}: result fragments hold {start} rows, the manifest says {self.nrows}")
+            self._result_slots = SlotRows(tuple(slots), values if slots else np.empty((0, 0), np.int64))
         return self._result_slots
 
     def members(self, node: Node) -> tuple[SlotRows, np.ndarray]:
