@@ -630,8 +630,13 @@ class Lineage:
             raise CorruptRunError(f"{url}: {key!r} is derived from a source, but the manifest does not say which")
         if len(positions) and positions.min() < 0:
             raise CorruptRunError(f"{url}: a derived key's source slot has holes")
-        for exact in (False, True):  # the fast read first; the recorded reader if they disagree
-            values = self._source_column(spec["source"], spec["column"], exact=exact)
+        for exact in (False, True):  # the fast read first; the recorded reader if it fails or disagrees
+            try:
+                values = self._source_column(spec["source"], spec["column"], exact=exact)
+            except SourceChangedError:
+                if exact:
+                    raise
+                continue
             if len(positions) and positions.max() >= len(values):
                 raise CorruptRunError(f"{url}: source positions beyond source {spec['source']!r}")
             taken = values[positions]
