@@ -121,10 +121,7 @@ def read_column(file: dict[str, Any], column: str, exact: bool = False) -> Any:
         raise LineageError(f"internal: {file!r} is not a source hippo re-reads")
     path = file["path"]
     if not exact:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path, columns=[column])
-        return table.column(0).to_numpy()
+        return _read_parquet_column(path, column)
     import importlib
 
     module, function = READERS[file["reader"]]
@@ -135,3 +132,38 @@ def read_column(file: dict[str, Any], column: str, exact: bool = False) -> Any:
     if hasattr(frame, "compute"):
         frame = frame.compute(scheduler="sync")
     return frame[column].to_numpy()
+
+
+def _local_parquet_files(path: Any) -> list[str]:
+    """The files of a local parquet path in name order (a folder: its files not starting with ``_`` or ``.``)."""
+    paths = path if isinstance(path, list) else [path]
+    files: list[str] = []
+    for p in paths:
+        if not isinstance(p, str) or "://" in p or any(ch in p for ch in "*?["):
+            raise LineageError(f"{p!r} is not a plain local path")  # the recorded reader handles it
+        if os.path.isdir(p):
+            files.extend(os.path.join(p, f) for f in sorted(os.listdir(p))
+                         if not f.startswith(("_", ".")) and os.path.isfile(os.path.join(p, f)))
+        else:
+            files.append(p)
+    return files
+
+
+def _read_parquet_column(path: Any, column: str) -> Any:
+    """One column of local parquet files with pyarrow alone: integer columns without nulls are taken
+    from Arrow's buffers, because ``Array.to_numpy`` imports pandas (~0.4 s of a fresh query)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for name in _local_parquet_files(path):
+        with pq.ParquetFile(name) as f:
+            chunks = f.read(columns=[column], use_pandas_metadata=False).column(0).chunks
+        for chunk in chunks:
+            if chunk.null_count == 0 and pa.types.is_integer(chunk.type):
+                dtype = np.dtype(chunk.type.to_pandas_dtype())
+                parts.append(np.frombuffer(chunk.buffers()[1], dtype=dtype)[chunk.offset:chunk.offset + len(chunk)])
+            else:
+                parts.append(chunk.to_numpy(zero_copy_only=False))
+    return np.concatenate(parts) if parts else np.array([], dtype=np.int64)
