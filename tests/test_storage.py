@@ -135,3 +135,23 @@ def test_reference_shape_with_tables_matches_the_oracle(store, backend):
                   lin.store.read_fragment(lin.store.fragment_dir(node).rstrip("/") + "/" + name, name.split(".")[0]))
               for name in names]
     assert any(tabled)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-50, 50), max_size=30), min_size=1, max_size=6), st.integers(0, 2**40))
+def test_positions_among_matches_a_search(draws, offset):
+    """The lookup table (reused, per thread) gives each present key its position and never a
+    position holding another value, call after call; far spans take the binary search."""
+    from hippo_dask.ids import _positions_among
+
+    for i, values in enumerate(draws):
+        base = offset if i % 2 else 0
+        distinct = np.unique(np.asarray(values[: len(values) // 2] or [0], dtype=np.int64) + base)
+        keys = np.asarray(values, dtype=np.int64) + base
+        got = _positions_among(distinct, keys)
+        present = np.isin(keys, distinct)
+        assert np.array_equal(got[present], np.searchsorted(distinct, keys[present]))
+        inside = got[~present]
+        assert not np.any((inside >= 0) & (inside < len(distinct)) & (distinct[np.clip(inside, 0, len(distinct) - 1)] == keys[~present]))
+    far = np.array([0, 2**40], dtype=np.int64)  # a span no table covers
+    assert np.array_equal(_positions_among(far, far), [0, 1])
