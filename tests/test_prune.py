@@ -389,3 +389,17 @@ def test_declared_reads_that_the_function_exceeds_are_not_pruned(store, monkeypa
     pruned, unpruned = run(True), run(False)
     pd.testing.assert_frame_equal(pruned, unpruned)
     assert pruned["s"].tolist() == (df.a + df.b + df.c).tolist()
+
+
+def test_declared_reads_that_leave_out_a_read_column_are_refused(store):
+    """reads=["a"] for a function that indexes b too would under-report lineage: refused at once,
+    naming the column, for map, assign and filter, on pandas and Dask."""
+    frame = _frame()
+    for source in (frame, to_dask(frame)):
+        t = source.hippo.source("a")
+        with pytest.raises(hippo.LineageError, match=r"leaves out \['b'\]"):
+            t.hippo.map(lambda p: p.assign(d=p["a"] + p["b"]), reads=["a"], writes=["d"])
+        with pytest.raises(hippo.LineageError, match=r"leaves out \['b'\]"):
+            t.hippo.assign(d=lambda p: p.a * p.b, lineage=hippo.lin.Rowwise(reads=["a"]))
+        with pytest.raises(hippo.LineageError, match=r"leaves out \['b'\]"):
+            t.hippo.filter(lambda p: p.b > p.a, lineage=hippo.lin.Rowwise(reads=["a"]))

@@ -190,9 +190,19 @@ class Tracked:
         return {}
 
     def _reads(self, what: str, func: Callable, declared: Sequence[str] | None, probe: pd.DataFrame) -> list[str] | None:
-        """Columns ``func`` reads: as declared, else inferred; ``None`` when unsure (all columns)."""
+        """Columns ``func`` reads: as declared, else inferred; ``None`` when unsure (all columns).
+
+        Declared reads that a recording probe shows to be short (the function indexes
+        a column by name that ``reads=`` leaves out) are refused: lineage would under-report.
+        """
         if declared is not None:
             self._require(f"{what} reads=", declared)
+            seen, _ = P.infer_reads(func, probe)
+            extra = sorted((seen or set()) - set(declared))
+            if extra:
+                raise LineageError(
+                    f"{what}: reads={list(declared)} leaves out {extra}, which the function reads; list every "
+                    f"column it reads (reads={sorted(set(declared) | set(extra))}), or leave reads= out to infer them")
             return list(declared)
         inferred, _ = P.infer_reads(func, probe)
         return sorted(inferred) if inferred is not None else None
