@@ -87,6 +87,7 @@ def test_sort_between_shuffles_on_worker_processes(store, client):
 
 # The wide generator on worker processes: the same pipelines, computed by a LocalCluster,
 # must match the oracle (and so pandas and the sync scheduler) exactly.
+import test_derived  # noqa: E402
 import test_random_wide  # noqa: E402
 
 cloudpickle.register_pickle_by_value(test_random_wide)
@@ -119,3 +120,15 @@ def test_declared_lineage_on_worker_processes(store, client, fname):
     o = OracleFrame.source(a, "a", npartitions=3).filter(lambda p: p.x > 1)
     o = test_random_wide._declared_oracle(o, func, reads, decl, True).groupby_transform(["g"], "tz", "x", "sum", True)
     test_random_wide._check_exact(t.hippo.compute(scheduler=client), o, a, a.iloc[:0])
+
+
+@settings(max_examples=10, **test_random_wide.SETTINGS)
+@given(src=test_random_wide.sources(kinds=("int", "int", "bigint", "str")),
+       steps=test_random_wide.steps_of(test_random_wide.STEPS, max_size=4), nparts=test_random_wide.st.integers(1, 3))
+def test_wide_pipelines_over_parquet_on_worker_processes(store, client, tmp_path_factory, src, steps, nparts):
+    """The same over parquet sources: int-key group-bys derive their ids from the files (workers
+    check every fragment); the driver re-reads the files to answer. Against the oracle."""
+    kind, a, b = src
+    inputs = test_derived._file_inputs(tmp_path_factory.mktemp("files"), a, b, nparts)
+    t, o, _ = test_random_wide.build(kind, a, b, steps, nparts, inputs=inputs, sourced=True)
+    test_random_wide._check_exact(t.hippo.compute(scheduler=client), o, a, b)
