@@ -29,14 +29,22 @@ from .store import _join
 _VERSIONED = ("hippo_dask", "pandas", "numpy", "dask", "distributed", "pyarrow", "scikit-learn", "cloudpickle")
 
 
+_FOUND_VERSIONS: dict[str, str] | None = None
+
+
 def _versions() -> dict[str, str]:
-    found = {}
-    for name in _VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    """Versions of the libraries a run depends on, as installed when this process first committed a run
+    (looked up once: ~1 ms a package, on every compute otherwise)."""
+    global _FOUND_VERSIONS
+    if _FOUND_VERSIONS is None:
+        found = {}
+        for name in _VERSIONED:
+            try:
+                found[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
+        _FOUND_VERSIONS = found
+    return dict(_FOUND_VERSIONS)
 
 
 class _NoLock:

@@ -88,26 +88,91 @@ def attach_source(part: pd.DataFrame, column: str, partition_index: int) -> pd.D
 
 def _value_hashes(col: pd.Series) -> np.ndarray:
     """pandas' per-value hashes; values it cannot hash (lists, dicts in object columns) by their repr."""
-    try:
-        return pd.util.hash_pandas_object(col, index=False).to_numpy()
+    try:  # what hash_pandas_object(col, index=False) gives, without building a Series around it
+        return pd.util.hash_array(col._values).astype(np.uint64, copy=False)
     except TypeError:
         return pd.util.hash_pandas_object(col.map(repr).astype(object), index=False).to_numpy()
+
+
+def _arrow_text(col: pd.Series) -> Any:
+    """A text or bytes column as one Arrow array of 64-bit offsets, or ``None`` for any other column.
+
+    pandas string columns of either storage (``str``, ``string``: Arrow or Python
+    objects) and Arrow string / binary columns; one array however the column is
+    chunked, so the checksum of :func:`_arrow_text_checksum` depends on the values only.
+    """
+    import pyarrow as pa
+
+    dtype = col.dtype
+    if isinstance(dtype, pd.StringDtype):
+        values = getattr(col.array, "_pa_array", None)
+        if values is None:  # Python storage: the same values as Arrow text
+            try:
+                values = pa.array(col.to_numpy(dtype=object, na_value=None), type=pa.large_string(), from_pandas=True)
+            except (pa.ArrowException, UnicodeError, TypeError):
+                return None  # not valid UTF-8 text (a lone surrogate): hashed value by value instead
+    elif isinstance(dtype, pd.ArrowDtype):
+        values = col.array._pa_array
+    else:
+        return None
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        target = pa.large_string()
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        target = pa.large_binary()
+    else:
+        return None
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else pa.array([], type=kind)
+    return values.cast(target) if values.type != target else values
+
+
+def _arrow_text_checksum(values: Any) -> int:
+    """A checksum of every value of an Arrow large string / binary array, in order: missing or not, length, bytes.
+
+    Equal values give equal checksums whatever their buffers hold beyond them
+    (an array's offset into shared buffers, bytes under a missing value); it
+    reads each buffer once, where value hashing costs a hash per value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(values)
+    parts = [b"text", n.to_bytes(8, "little")]
+    if values.null_count:
+        parts.append(_core.checksum(np.packbits(values.is_valid().to_numpy(zero_copy_only=False)).tobytes()).to_bytes(8, "little"))
+        values = pc.fill_null(values, "" if pa.types.is_large_string(values.type) else b"")  # no bytes under a missing value
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1, offset=8 * values.offset) if n else np.zeros(1, np.int64)
+    start, stop = int(offsets[0]), int(offsets[-1])
+    data = np.frombuffer(buffers[2], dtype=np.uint8, count=stop - start, offset=start) if stop > start else np.empty(0, np.uint8)
+    lengths = offsets - start if start else offsets
+    parts.append(_core.checksum(lengths.tobytes()).to_bytes(8, "little"))
+    parts.append(_core.checksum(data.tobytes()).to_bytes(8, "little"))
+    return _core.checksum(b"".join(parts))
 
 
 def column_fingerprints(frame: pd.DataFrame) -> dict[str, str]:
     """Per column, a checksum of its dtype and every value, in order (not the index).
 
-    Plain numpy columns are checksummed as bytes (~4 ns a row for 16 columns);
-    others through pandas' value hashing, which does not depend on how an
+    Every value of every column counts: a change to any one cell changes its
+    column's fingerprint (up to a 64-bit checksum collision). Plain numpy
+    columns are checksummed as bytes (~4 ns a row for 16 columns); text and
+    bytes columns (pandas ``str`` / ``string`` of either storage, Arrow
+    string / binary) as their Arrow buffers (validity, lengths, bytes), about
+    as cheap; others through pandas' value hashing. Neither depends on how an
     Arrow column is chunked.
     """
     sums = {}
     for i, name in enumerate(frame.columns):
         col = frame.iloc[:, i]
-        values = col.to_numpy() if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biufcmM" else None
-        if values is None:
-            values = _value_hashes(col)
-        sums[str(name)] = f"{col.dtype}:{_core.checksum(np.ascontiguousarray(values).tobytes()):016x}"
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biufcmM":
+            checksum = _core.checksum(np.ascontiguousarray(col.to_numpy()).tobytes())
+        else:
+            text = _arrow_text(col)
+            checksum = (_arrow_text_checksum(text) if text is not None
+                        else _core.checksum(np.ascontiguousarray(_value_hashes(col)).tobytes()))
+        sums[str(name)] = f"{col.dtype}:{checksum:016x}"
     return sums
 
 
@@ -134,13 +199,15 @@ def row_hashes(frame: pd.DataFrame, positions: np.ndarray | None = None,
     rows = np.zeros(len(frame), dtype=np.uint64)
     with np.errstate(over="ignore"):
         if positions is not None:
-            rows = rows ^ np.asarray(positions, dtype=np.int64).view(np.uint64)
+            rows ^= np.asarray(positions, dtype=np.int64).view(np.uint64)
         for i in range(frame.shape[1]):
             col = frame.iloc[:, i]
             hashes = _value_hashes(col)
             if columns_out is not None:
                 columns_out[str(frame.columns[i])] = f"{col.dtype}:{int(hashes.sum(dtype=np.uint64)):016x}"
-            rows = (rows ^ hashes) * _MIX + np.uint64(i + 1)
+            rows ^= hashes  # (rows ^ hashes) * _MIX + i + 1, in place
+            rows *= _MIX
+            rows += np.uint64(i + 1)
     return rows
 
 
@@ -328,11 +395,24 @@ def _check_positions(user: pd.DataFrame, reads: Sequence[str] | None) -> tuple[n
     drawn = np.unique(rng.integers(0, n, size=min(n, 4 * (size + CHECK_ROWS))))
     order = rng.permutation(drawn) if len(drawn) >= min(n, size + CHECK_ROWS) else rng.permutation(n)
     if cols:
-        na_first = np.flatnonzero(user[cols].isna().to_numpy().any(axis=1))[: max(1, size // 2)]
+        na_first = np.flatnonzero(_any_missing(user, cols))[: max(1, size // 2)]
         order = np.concatenate([na_first, order[~np.isin(order, na_first)]])
     checked = np.sort(order[:size])
     others = np.sort(order[size: size + CHECK_ROWS])
     return checked, others
+
+
+def _any_missing(frame: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+    """Rows where any of ``cols`` is missing (``frame[cols].isna().any(axis=1)``, column by column)."""
+    if not frame.columns.is_unique:
+        return frame[list(cols)].isna().to_numpy().any(axis=1)
+    missing = np.zeros(len(frame), dtype=bool)
+    for c in cols:
+        col = frame[c]
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":
+            continue  # plain integers and booleans hold no missing value
+        missing |= np.isnan(col.to_numpy()) if col.dtype == np.float64 else col.isna().to_numpy()
+    return missing
 
 
 def _perturbed(values: pd.Series) -> pd.Series:
@@ -345,6 +425,12 @@ def _perturbed(values: pd.Series) -> pd.Series:
     """
     dtype = values.dtype
     step = np.arange(len(values))
+    if dtype == np.float64 or dtype == np.int64:  # the same arithmetic as below, on the numpy values directly
+        with np.errstate(over="ignore", invalid="ignore"):
+            moved = values.to_numpy() * -2 - 3 - step
+        if dtype == np.float64:
+            moved = np.where(np.isnan(moved), 0.5 + step, moved)
+        return pd.Series(moved, index=values.index, name=values.name)
     try:
         if pd.api.types.is_bool_dtype(dtype):
             return ~values.fillna(False).astype(bool)
@@ -372,11 +458,31 @@ def _as_frame(value: Any) -> pd.DataFrame:
     return pd.DataFrame({"value": arr.reshape(len(arr), -1)[:, 0] if arr.ndim > 1 else arr})
 
 
+def _plain_numbers(value: Any) -> np.ndarray | None:
+    """The values of a Series or 1-d array of plain numpy numbers or booleans (default flags), else None."""
+    if isinstance(value, pd.Series):
+        if isinstance(value.dtype, np.dtype) and value.dtype.kind in "biuf" and value.flags.allows_duplicate_labels:
+            return value.to_numpy()
+    elif isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "biuf":
+        return value
+    return None
+
+
 def _same(got: Any, expected: Any) -> bool:
+    a, b = _plain_numbers(got), _plain_numbers(expected)
+    if (a is not None and b is not None and a.dtype == b.dtype
+            and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")):
+        return True  # the same numbers, missing in the same rows: what the comparison below finds, without frames
     a, b = _as_frame(got), _as_frame(expected)
     if a.shape != b.shape or list(a.columns) != list(b.columns):
         return False
     for c in a.columns:
+        left, right = a[c], b[c]
+        if (isinstance(left, pd.Series) and isinstance(left.dtype, np.dtype) and left.dtype == right.dtype
+                and left.dtype.kind in "biuf"
+                and type(left) is type(right) and left.flags == right.flags
+                and np.array_equal(left.to_numpy(), right.to_numpy(), equal_nan=left.dtype.kind == "f")):
+            continue  # the same numbers, missing in the same rows: the comparison below would pass
         try:
             pd.testing.assert_series_equal(a[c], b[c], check_dtype=False, check_exact=False, rtol=1e-9,
                                            check_names=False, check_index=False, check_categorical=False)
@@ -420,8 +526,12 @@ def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], ful
     scrambled = sub
     if unread and len(sub) > 1:
         shift = np.roll(np.arange(len(sub)), 1)
-        moved = sub[unread].iloc[shift].set_axis(sub.index, axis=0)
-        scrambled = pd.concat([sub.drop(columns=unread), moved], axis=1)[list(sub.columns)]
+        if sub.columns.is_unique:  # every row moved down one, then the read columns put back: the same frame, fewer steps
+            scrambled = sub.iloc[shift].set_axis(sub.index, axis=0)
+            scrambled = scrambled.assign(**{c: sub[c].array for c in sub.columns if c not in unread})
+        else:
+            moved = sub[unread].iloc[shift].set_axis(sub.index, axis=0)
+            scrambled = pd.concat([sub.drop(columns=unread), moved], axis=1)[list(sub.columns)]
     try:
         ok = _same(apply(scrambled), expected)
     except Exception:  # noqa: BLE001 - scrambled columns it reads may break it: decided below
@@ -453,6 +563,8 @@ def _take(values: Any, positions: np.ndarray) -> Any:
 
 
 def _where(mask: np.ndarray, new: pd.Series, old: pd.Series) -> pd.Series:
+    if isinstance(old.dtype, np.dtype) and new.dtype == old.dtype:  # plain numpy values: no setitem machinery
+        return pd.Series(np.where(mask, new.to_numpy(), old.to_numpy()), index=old.index, name=old.name)
     out = old.copy()
     out.iloc[np.flatnonzero(mask)] = new.iloc[np.flatnonzero(mask)].to_numpy()
     return out
@@ -740,12 +852,33 @@ def _hash_column(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         hashes[~na] = _salted(hash_array(ns[~na]), kind)
         return hashes, np.zeros(len(col), dtype=bool), np.zeros(len(col), dtype=np.int64)
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        texts = col.to_numpy(dtype=object, na_value=None)
         hashes = np.full(len(col), _NA_HASH, dtype=np.uint64)
         if (~na).any():
-            hashes[~na] = _salted(hash_array(texts[~na]), "str")
+            distinct, codes = _arrow_codes(col)
+            if distinct is not None:  # each distinct text hashed once, as hash_array's categorize does
+                hashes[~na] = _salted(hash_array(distinct, categorize=False)[codes[~na]], "str")
+            else:
+                texts = col.to_numpy(dtype=object, na_value=None)
+                hashes[~na] = _salted(hash_array(texts[~na]), "str")
         return hashes, np.zeros(len(col), dtype=bool), np.zeros(len(col), dtype=np.int64)
     return _hash_objects(col.to_numpy(dtype=object))
+
+
+def _arrow_codes(col: pd.Series) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """An Arrow-backed text column as (its distinct texts as Python str objects, each row's code into them).
+
+    ``(None, None)`` for other columns. A missing value's code is 0: callers mask them.
+    """
+    import pyarrow as pa
+
+    values = getattr(col.array, "_pa_array", None)
+    if values is None or not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None, None
+    values = values.combine_chunks() if values.num_chunks else pa.array([], type=values.type)
+    encoded = values.dictionary_encode()
+    distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
+    codes = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    return distinct, codes
 
 
 def group_ids(keys: pd.DataFrame) -> np.ndarray:
@@ -1186,5 +1319,7 @@ def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int
     n = len(frame)
     rows = np.arange(n) if n <= _FINGERPRINT_ROWS else np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
     sample = frame.iloc[rows][list(columns)]
-    hashed = row_hashes(sample, positions=rows)  # each row hashed with its position
+    # each row hashed with its position, both spread first: a raw position XORed into the value
+    # hashes is linear, so two rows swapped could sum alike (rows (0, 0) and (2, 0) did)
+    hashed = _splitmix(row_hashes(sample, positions=_splitmix(rows).view(np.int64)))
     return n, f"{int(hashed.sum(dtype=np.uint64)):016x}"
