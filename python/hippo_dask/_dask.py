@@ -67,17 +67,27 @@ def probe(data: Any) -> pd.DataFrame:
     return P.clean(meta_nonempty(data._meta))
 
 
-def attach_source(frame: Any, column: str, identity: str) -> tuple[Any, dict[str, Any]]:
+def source_partitions(frame: Any, column: str, key: str) -> tuple[Any, tuple[Any, ...]]:
+    """``frame`` with the source ids in hidden ``column``: (the data, its delayed partitions).
+
+    Ids are bound per partition index here, once (never a Dask partition number at run
+    time); the tasks are named ``key-<i>``.
+    """
     import dask
     import dask.dataframe as dd
 
     partitions = tuple(
-        dask.delayed(P.attach_source, pure=True)(part, column, i, dask_key_name=f"hippo-source-{identity}-{i}")
+        dask.delayed(P.attach_source, pure=True)(part, column, i, dask_key_name=f"{key}-{i}")
         for i, part in enumerate(frame.to_delayed())
     )
     divisions = frame.divisions if len(partitions) == frame.npartitions else None
     data = dd.from_delayed(list(partitions), meta=P.attach_source(frame._meta, column, 0), divisions=divisions,
                            verify_meta=False)
+    return data, partitions
+
+
+def attach_source(frame: Any, column: str, identity: str) -> tuple[Any, dict[str, Any]]:
+    data, partitions = source_partitions(frame, column, f"hippo-source-{identity}")
     facts = {"kind": "dask", "expression": frame._name, "partitions": len(partitions),
              "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
     return data, {"counts": None, "fingerprints": None, "column_fingerprints": None, "partitions": partitions,

