@@ -155,3 +155,15 @@ def test_positions_among_matches_a_search(draws, offset):
         assert not np.any((inside >= 0) & (inside < len(distinct)) & (distinct[np.clip(inside, 0, len(distinct) - 1)] == keys[~present]))
     far = np.array([0, 2**40], dtype=np.int64)  # a span no table covers
     assert np.array_equal(_positions_among(far, far), [0, 1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-2**63, 2**63 - 1), min_size=1, max_size=40), st.integers(0, 3))
+def test_factorize_sorted_matches_pandas(values, spread):
+    """The presence-table factorize (small spans) and the fallback agree with pd.factorize(sort=True)."""
+    keys = np.asarray(values, dtype=np.int64)
+    if spread < 3:  # mostly small spans: the table path
+        keys = keys % (10 ** (spread + 1))
+    codes, uniques = P._factorize_sorted(keys)
+    want_codes, want_uniques = pd.factorize(keys, sort=True)
+    assert np.array_equal(codes, want_codes) and np.array_equal(uniques, want_uniques)
