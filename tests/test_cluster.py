@@ -272,7 +272,8 @@ def test_run_failing_midway_is_incomplete(store, cluster_client):
     g = f.hippo.groupby("k").agg(mz=("z", "mean"))
     meta = make_frame(0).assign(z=np.array([], dtype=float), mz=np.array([], dtype=float),
                                 pid=np.array([], dtype=np.int64))
-    out = f.hippo.merge(g, on="k").hippo.map(failing_pid, reads=[], writes=["pid"], meta=meta,
+    # reads rid to decide to fail: declared (a short reads= is refused when the function indexes a column)
+    out = f.hippo.merge(g, on="k").hippo.map(failing_pid, reads=["rid"], writes=["pid"], meta=meta,
                                              target=target)
     with pytest.raises(RuntimeError, match="boom on purpose"):
         out.hippo.compute(scheduler=client)
