@@ -167,3 +167,24 @@ def test_factorize_sorted_matches_pandas(values, spread):
     codes, uniques = P._factorize_sorted(keys)
     want_codes, want_uniques = pd.factorize(keys, sort=True)
     assert np.array_equal(codes, want_codes) and np.array_equal(uniques, want_uniques)
+
+
+def test_manifest_versions(store):
+    """Runs of format 1 (every group id stored) still open; a newer format is refused, naming both."""
+    import json
+
+    from hippo_dask.store import FORMAT_VERSION
+
+    out = pd.DataFrame({"k": [1, 2, 1], "x": [1, 2, 3]}).hippo.source("s").hippo.groupby("k").agg(t=("x", "sum"))
+    lin = out.hippo.compute().hippo.lineage
+    path = store.run_dir(lin.run_id) + "/manifest.json"
+    manifest = json.load(open(path))
+    assert manifest["format_version"] == FORMAT_VERSION == 2
+    for version, ok in ((1, True), (FORMAT_VERSION + 1, False), (None, False)):
+        with open(path, "w") as f:
+            json.dump(dict(manifest, format_version=version), f)
+        if ok:
+            assert list(hippo.open(store, lin.run_id).backward(rows=[0])["s"].rows) == [0, 2]
+        else:
+            with pytest.raises(CorruptRunError, match=rf"format version {version!r}, this hippo_dask reads 1 and 2"):
+                hippo.open(store, lin.run_id)

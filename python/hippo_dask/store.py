@@ -32,7 +32,11 @@ import fsspec
 from . import _core
 from .errors import CorruptRunError, DecodeError, IncompleteRunError, RunNotFoundError
 
-FORMAT_VERSION = 1
+#: Written into every manifest. 2: group ids may be derived from a source file (a fragment then
+#: lacks them; see ``hippo_dask.partition.derive_key``), which a reader of 1 would call corrupt.
+FORMAT_VERSION = 2
+#: Manifest versions this hippo_dask reads (1: every group id stored).
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 STARTED = "started.json"
 #: Written instead of a manifest when a user function failed (see hippo_dask.debug).
@@ -202,9 +206,10 @@ class Store:
             manifest = json.loads(read_bytes(manifest_url))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptRunError(f"{manifest_url}: the manifest is not valid JSON ({exc})") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
+        if manifest.get("format_version") not in READ_VERSIONS:
             raise CorruptRunError(
-                f"{manifest_url}: format version {manifest.get('format_version')!r}, this hippo_dask reads {FORMAT_VERSION}"
+                f"{manifest_url}: format version {manifest.get('format_version')!r}, this hippo_dask reads "
+                f"{' and '.join(map(str, READ_VERSIONS))}; a newer hippo_dask wrote it: upgrade to read it"
             )
         return manifest
 
