@@ -26,6 +26,7 @@ from . import _core
 from .errors import HippoError, LineageError
 from .plan import HIDDEN_PREFIX, MISSING
 from .ids import (  # noqa: F401  (re-exported: capture writes what queries read)
+    _positions_among,
     CODES,
     DERIVED,
     GROUP_ID,
@@ -972,13 +973,10 @@ def _factorize_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low, high = int(keys.min()), int(keys.max())
     span = high - low + 1
     if span <= max(4 * len(keys), 1 << 16):
-        offsets = keys - low
         present = np.zeros(span, dtype=bool)
-        present[offsets] = True
-        uniques = np.flatnonzero(present)
-        rank = np.zeros(span, dtype=np.int64)
-        rank[uniques] = np.arange(len(uniques), dtype=np.int64)
-        return rank[offsets], uniques + low
+        present[keys - low] = True
+        uniques = np.flatnonzero(present) + low
+        return _positions_among(uniques, keys), uniques  # the same lookup table queries use
     codes, uniques = pd.factorize(keys, sort=True)
     return codes.astype(np.int64, copy=False), uniques.astype(np.int64, copy=False)
 
