@@ -16,8 +16,8 @@ import pandas as pd
 
 from .compute import compute as _compute
 from .partition import result_fingerprint
-from .errors import LineageError, StaleResultError, UntrackedFrameError
-from .frame import Tracked, concat as _concat, is_dask
+from .errors import ColumnError, LineageError, StaleResultError, UntrackedFrameError
+from .frame import AGGREGATIONS, Tracked, concat as _concat, is_dask
 from .lin import LineageType
 from .lineage import Lineage
 from .ml import Model
@@ -116,20 +116,133 @@ def _expose(tracked: Tracked) -> Any:
     return view
 
 
-class GroupBy:
-    """``df.hippo.groupby(keys)``: call :meth:`agg` with named aggregations."""
+# pandas names of the aggregations hippo runs, as GroupBy methods (``g.sum()``, ``g["x"].mean()``)
+_AGG_METHODS = ("sum", "mean", "min", "max", "count", "nunique", "first", "last", "std", "var", "median", "prod")
+# Python builtins pandas itself maps to these names (``agg(sum)`` is ``agg("sum")``)
+_BUILTIN_AGGS = {sum: "sum", min: "min", max: "max", len: "size"}
 
-    def __init__(self, tracked: Tracked, keys: str | Sequence[str], dropna: bool) -> None:
+
+def _agg_name(func: Any, where: str) -> str:
+    """The aggregation's name, as ``agg`` takes it; a clear error for anything hippo cannot trace exactly."""
+    name = _BUILTIN_AGGS.get(func, func) if not isinstance(func, str) else func
+    if isinstance(name, str) and name in AGGREGATIONS:
+        return name
+    raise LineageError(
+        f"groupby().{where}: unknown aggregation {func!r} (not one hippo can trace); use one of {sorted(AGGREGATIONS)} "
+        "(by name, e.g. agg(total=('x', 'sum'))). A value computed from a group's rows in another way: "
+        "df.hippo.map(func, lineage=hippo.lin.All(reads=[...])) per partition, or groupby(keys).transform(...)"
+    )
+
+
+class GroupBy:
+    """``df.hippo.groupby(keys)``: aggregate each group, as pandas' ``groupby(keys, as_index=False)``.
+
+    Takes pandas' common spellings: ``.agg(total=("x", "sum"))`` (or
+    ``pd.NamedAgg``), ``.agg("sum")``, ``.agg(["sum", "mean"])``,
+    ``.agg({"x": "sum", "y": ["min", "max"]})``, the methods ``.sum()``,
+    ``.mean()``, ``.size()``, ``.count()``, ``.nunique()`` and the other
+    aggregations, and a column selection ``g["x"].sum()`` / ``g[["x", "y"]].max()``.
+    The result always has the keys as columns (lineage traces columns, not
+    index labels). Where pandas would make two-level column names (a list of
+    functions), the columns are named ``<column>_<function>``; a single
+    selected column ``g["x"].agg(["sum", "mean"])`` gives ``sum`` and ``mean``,
+    as pandas does.
+
+    Lineage: each aggregated cell comes from its column over every row of the
+    group, a key cell from the key over every row of the group; a ``size``
+    cell from no column (its row's lineage is the group's rows).
+
+    Examples
+    --------
+    >>> import pandas as pd, hippo_dask as hippo, tempfile
+    >>> _ = hippo.set_store(tempfile.mkdtemp())
+    >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3], "y": [5, 6, 7]}).hippo.source("df")
+    >>> df.hippo.groupby("k")["x"].sum()
+       k  x
+    0  a  4
+    1  b  2
+    >>> df.hippo.groupby("k").agg({"x": "sum", "y": ["min", "max"]})
+       k  x  y_min  y_max
+    0  a  4      5      7
+    1  b  2      6      6
+    """
+
+    def __init__(self, tracked: Tracked, keys: str | Sequence[str], dropna: bool,
+                 selection: str | Sequence[str] | None = None) -> None:
         self._tracked = tracked
         self._keys = [keys] if isinstance(keys, str) else list(keys)
         self._dropna = dropna
+        # a column selection: g["x"] (one column, named like pandas' SeriesGroupBy) or g[["x", "y"]]
+        self._selection = selection
 
-    def agg(self, **named: tuple[str, str]) -> Any:
+    def __getitem__(self, columns: str | Sequence[str]) -> "GroupBy":
+        if self._selection is not None:
+            raise LineageError("groupby(): select columns once, e.g. g[['x', 'y']].sum()")
+        picked = [columns] if isinstance(columns, str) else list(columns)
+        missing = [c for c in picked if c not in self._tracked.columns]
+        if missing:
+            raise ColumnError(f"groupby()[...]: unknown column(s) {missing}; the frame has {list(self._tracked.columns)}")
+        keys = [c for c in picked if c in self._keys]
+        if keys:
+            raise ColumnError(f"groupby()[...]: {keys} are the group keys, which the result has anyway; select other columns")
+        return GroupBy(self._tracked, self._keys, self._dropna, columns if isinstance(columns, str) else picked)
+
+    def _values(self) -> list[str]:
+        """The columns an aggregation without names applies to: the selection, else every non-key column."""
+        if self._selection is not None:
+            return [self._selection] if isinstance(self._selection, str) else list(self._selection)
+        return [c for c in self._tracked.columns if c not in self._keys]
+
+    def _named(self, func: Any, named: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+        """pandas' spellings as named aggregations: output column -> (input column, function)."""
+        if func is not None and named:
+            raise LineageError("groupby().agg: pass either a function spelling (agg('sum'), agg(['sum', 'mean']), "
+                               "agg({'x': 'sum'})) or named aggregations (agg(total=('x', 'sum'))), not both")
+        if func is None:
+            out = {}
+            for name, spec in named.items():
+                if isinstance(spec, pd.NamedAgg):
+                    if getattr(spec, "args", ()) or getattr(spec, "kwargs", {}):  # pandas 3 adds args / kwargs
+                        raise LineageError(f"groupby().agg {name}=: pd.NamedAgg with args / kwargs is not supported; "
+                                           "use a function name without arguments")
+                    spec = (spec.column, spec.aggfunc)
+                if not (isinstance(spec, tuple) and len(spec) == 2):
+                    raise LineageError(f"groupby().agg {name}=: use a named aggregation (column, 'function') or "
+                                       f"pd.NamedAgg(column, aggfunc), got {spec!r}")
+                out[name] = (spec[0], _agg_name(spec[1], f"agg {name}="))
+            return out
+        values = self._values()
+        single = isinstance(self._selection, str)  # g["x"].agg([...]) names outputs by function, like pandas
+        if isinstance(func, Mapping):
+            out = {}
+            for column, funcs in func.items():
+                if isinstance(funcs, (list, tuple)):
+                    out.update({f"{column}_{n}": (column, n) for n in (_agg_name(f, "agg") for f in funcs)})
+                else:
+                    out[column] = (column, _agg_name(funcs, "agg"))
+            return out
+        if isinstance(func, (list, tuple)):
+            names = [_agg_name(f, "agg") for f in func]
+            return {(n if single else f"{c}_{n}"): (c, n) for c in values for n in names}
+        name = _agg_name(func, "agg")
+        if name == "size":
+            return self._size()
+        return {c: (c, name) for c in values}
+
+    def _size(self) -> dict[str, tuple[str, str]]:
+        return {"size": (self._keys[0], "size")}
+
+    def agg(self, func: Any = None, /, **named: Any) -> Any:
         """Aggregate each group; keys come back as columns.
 
         Parameters
         ----------
-        **named : (column, function)
+        func : str, list, or dict, optional
+            pandas' spellings: one function for every non-key (or selected)
+            column (``"sum"``), several (``["sum", "mean"]``: columns
+            ``<column>_<function>``), or per column (``{"x": "sum", "y":
+            ["min", "max"]}``).
+        **named : (column, function) or pd.NamedAgg
             Output column -> (input column, one of sum, mean, min, max, count,
             size, nunique, first, last, std, var, median, prod).
 
@@ -143,9 +256,15 @@ class GroupBy:
         0  a      4
         1  b      2
         """
-        return _expose(self._tracked.groupby_agg(self._keys, {k: tuple(v) for k, v in named.items()}, self._dropna))
+        return _expose(self._tracked.groupby_agg(self._keys, self._named(func, named), self._dropna))
 
-    def transform(self, **named: tuple[str, str]) -> Any:
+    aggregate = agg
+
+    def size(self) -> Any:
+        """Rows per group, in a column ``size`` (as pandas' ``groupby(..., as_index=False).size()``)."""
+        return _expose(self._tracked.groupby_agg(self._keys, self._size(), self._dropna))
+
+    def transform(self, func: Any = None, /, **named: tuple[str, str]) -> Any:
         """Give every row its group's aggregates as new columns; same rows, same order.
 
         Like ``df.assign(out=df.groupby(keys)[column].transform(func))``. Lineage:
@@ -166,7 +285,25 @@ class GroupBy:
         >>> out.total.tolist(), out.hippo.lineage.backward(rows=[0], columns=["total"])["df"].rows
         ([4, 2, 4], array([0, 2]))
         """
+        if func is not None:
+            raise LineageError(
+                "groupby().transform: pandas returns a Series aligned with the frame here; hippo adds the column to "
+                "the frame instead: name it, e.g. df.hippo.groupby('k').transform(x_sum=('x', 'sum'))")
         return _expose(self._tracked.groupby_transform(self._keys, {k: tuple(v) for k, v in named.items()}, self._dropna))
+
+
+def _aggregation_method(name: str) -> Callable[[GroupBy], Any]:
+    def method(self: GroupBy) -> Any:
+        return self.agg(name)
+
+    method.__name__ = name
+    method.__doc__ = (f"``{name}`` of every non-key (or selected) column per group, as pandas' "
+                      f"``groupby(keys, as_index=False).{name}()``; the columns keep their names.")
+    return method
+
+
+for _name in _AGG_METHODS:
+    setattr(GroupBy, _name, _aggregation_method(_name))
 
 
 class HippoAccessor:
@@ -367,7 +504,157 @@ class HippoAccessor:
         ``lineage=hippo.lin.All(...)``. Either way a kept row's cells trace to
         the same row (the predicate's columns are not values of the output).
         """
-        return _expose(self._t("filter").filter(predicate, lineage=lineage))
+        tracked = self._t("filter")
+        if callable(predicate):
+            return _expose(tracked.filter(predicate, lineage=lineage))
+        return _expose(tracked.filter_mask(self._mask(predicate, "filter")))
+
+    def _mask(self, mask: Any, what: str) -> np.ndarray:
+        """A boolean Series (or array) over this frame's rows, as positions; refused when it is over other rows."""
+        if is_dask(mask) or is_dask(self._obj):
+            return mask  # Tracked.filter_mask refuses it, naming the spelling for Dask
+        if isinstance(mask, pd.Series):
+            if not mask.index.equals(self._obj.index):
+                raise LineageError(f"{what}: the boolean Series has another index than the frame; compute it from this "
+                                   "frame (e.g. df.x > 0) so each value belongs to the row at the same position")
+            if mask.hasnans:
+                raise LineageError(f"{what}: the boolean Series has missing values; fill them first (mask.fillna(False))")
+            mask = mask.to_numpy(dtype=bool) if mask.dtype != object else mask.to_numpy()
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise LineageError(f"{what}: pass a callable (lambda p: p.x > 0) or a boolean Series / array "
+                               f"with one value per row, got {mask.dtype}")
+        return mask
+
+    @property
+    def loc(self) -> "_Loc":
+        """Select rows and columns, as ``DataFrame.loc``, with lineage.
+
+        ``df.hippo.loc[mask]`` keeps the rows where a boolean Series of this
+        frame (``df.x > 0``, pandas) or a function of the frame (``lambda p:
+        p.x > 0``, pandas and Dask) is True; ``df.hippo.loc[mask, ["a", "b"]]``
+        also keeps those columns, ``df.hippo.loc[:, "a"]`` only a column (a
+        one-column frame, where pandas gives a Series). Row labels are not
+        supported: select rows by a condition.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"a": [1, -2, 3], "b": [4, 5, 6]}).hippo.source("df")
+        >>> df.hippo.loc[df.a > 0, ["b"]]
+           b
+        0  4
+        2  6
+        """
+        return _Loc(self)
+
+    def query(self, expr: str, **kwargs: Any) -> Any:
+        """Keep the rows where the expression is True, as ``DataFrame.query``.
+
+        The columns the expression names are the filter's reads (checked like
+        a :meth:`filter` predicate's); ``@name`` takes a variable of the
+        caller, as pandas does (its value is captured when ``query`` is
+        called). Keyword arguments go to ``DataFrame.eval`` (``engine=``, ...).
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"a": [1, -2, 3], "b": [4, 5, 6]}).hippo.source("df")
+        >>> low = 0
+        >>> df.hippo.query("a > @low and b < 6")
+           a  b
+        0  1  4
+        """
+        import sys
+
+        from .lin import Rowwise
+
+        tracked = self._t("query")
+        if not isinstance(expr, str) or not expr.strip():
+            raise LineageError("query: pass an expression string, e.g. df.hippo.query('a > 0 and b < 5')")
+        if any(k in kwargs for k in ("inplace", "local_dict", "global_dict", "resolvers", "level", "target")):
+            raise LineageError("query: inplace, local_dict, global_dict, resolvers, level and target are not supported; "
+                               "refer to variables with @name")
+        reads, variables = _query_names(expr, tracked.columns)
+        caller = sys._getframe(1)
+        scope = {**caller.f_globals, **caller.f_locals}
+        missing = [v for v in variables if v not in scope]
+        if missing:
+            raise LineageError(f"query: {['@' + v for v in missing]} name no variable of the caller")
+        predicate = _Query(expr, {v: scope[v] for v in variables}, dict(kwargs))
+        return _expose(tracked.filter(predicate, lineage=Rowwise(reads=reads) if reads is not None else None))
+
+    def nlargest(self, n: int, columns: str | Sequence[str], keep: str = "first") -> Any:
+        """The ``n`` rows with the largest values, as ``DataFrame.nlargest(n, columns)`` (``keep="first"``).
+
+        A sort by ``columns`` (descending) then the first ``n`` rows. On pandas
+        the sort is stable, so ties keep their order, which is what
+        ``keep="first"`` picks; Dask's sort breaks ties in no set order, so
+        among tied rows others may be picked (each traces to its own row).
+        """
+        return self._top(n, columns, keep, ascending=False, what="nlargest")
+
+    def nsmallest(self, n: int, columns: str | Sequence[str], keep: str = "first") -> Any:
+        """The ``n`` rows with the smallest values, as ``DataFrame.nsmallest(n, columns)`` (``keep="first"``)."""
+        return self._top(n, columns, keep, ascending=True, what="nsmallest")
+
+    def _top(self, n: int, columns: str | Sequence[str], keep: str, ascending: bool, what: str) -> Any:
+        if keep != "first":
+            raise LineageError(f"{what}: only keep='first' is supported; sort_values(...) and head(n) spell the others")
+        tracked = self._t(what)
+        return _expose(tracked.sort_values(columns, ascending=ascending).head(n))
+
+    def value_counts(self, subset: str | Sequence[str] | None = None, dropna: bool = True,
+                     ascending: bool = False) -> Any:
+        """How many rows have each combination of values, as ``DataFrame.value_counts``.
+
+        A frame with the ``subset`` columns (default: all) and ``count``, most
+        frequent first (ties in key order), where pandas gives a Series with
+        the values as its index. Each row traces to every row with its values.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"]}).hippo.source("df")
+        >>> df.hippo.value_counts("k")
+           k  count
+        0  a      2
+        1  b      1
+        """
+        tracked = self._t("value_counts")
+        keys = list(tracked.columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
+        if "count" in keys:
+            raise ColumnError("value_counts: a column is already named 'count'; rename it first")
+        counts = tracked.groupby_agg(keys, {"count": (keys[0], "size")}, dropna)
+        return _expose(counts.sort_values(["count"], ascending=ascending))
+
+    def pipe(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``func(df, *args, **kwargs)``, as ``DataFrame.pipe``: for chains of functions that use ``.hippo`` steps."""
+        self._t("pipe")
+        return func(self._obj, *args, **kwargs)
+
+    def clip(self, lower: Any = None, upper: Any = None) -> Any:
+        """Bound the values of every column, as ``DataFrame.clip(lower, upper)`` with scalar bounds.
+
+        Each cell traces to the same cell (one step per column, each reading
+        only its own column).
+        """
+        if not all(b is None or np.isscalar(b) for b in (lower, upper)):
+            raise LineageError("clip: only scalar bounds are supported; for per-row bounds use "
+                               "df.hippo.assign(x=lambda p: p.x.clip(p.lo, p.hi))")
+        tracked = self._t("clip")
+        for column in tracked.columns:
+            tracked = tracked.assign(**{column: _Clip(column, lower, upper)})
+        return _expose(tracked)
+
+    def __getattr__(self, name: str) -> Any:
+        hint = _NEAREST.get(name)
+        if hint is None or name.startswith("_"):
+            raise AttributeError(f"'.hippo' has no attribute {name!r}")
+        raise AttributeError(f"df.hippo.{name} is not supported: {hint}")
 
     def check(self, predicate: Callable[[pd.DataFrame], Any], name: str, lineage: LineageType | None = None) -> Any:
         """Record the rows that break a rule, without stopping or changing the pipeline.
@@ -498,9 +785,24 @@ class HippoAccessor:
         return _expose(self._t("explode").explode(column, ignore_index=ignore_index))
 
     # -- many rows
-    def groupby(self, keys: str | Sequence[str], dropna: bool = True) -> GroupBy:
-        """Group rows by key columns; follow with ``.agg(out=(column, function), ...)``."""
-        return GroupBy(self._t("groupby"), keys, dropna)
+    def groupby(self, by: str | Sequence[str], dropna: bool = True, as_index: bool = False, sort: bool = True) -> GroupBy:
+        """Group rows by key columns; follow with ``.agg(...)``, ``.sum()``, ``["x"].mean()``, ``.size()``, ...
+
+        As pandas' ``groupby(by, as_index=False)``: the keys come back as
+        columns, since lineage traces columns (index labels are not cells).
+        ``as_index=True`` is refused; call ``.set_index(keys)`` on the computed
+        result instead. Groups come back sorted by key (``sort=False`` is
+        accepted and changes nothing). See :class:`GroupBy` for the spellings.
+        """
+        if as_index:
+            raise LineageError(
+                "groupby(as_index=True): hippo keeps the group keys as columns (their cells have lineage; index "
+                "labels do not): use df.hippo.groupby(keys) (as_index=False, the default here) and "
+                "result.set_index(keys) after compute()")
+        if callable(by) or isinstance(by, (pd.Series, pd.Index, np.ndarray)) or is_dask(by):
+            raise LineageError("groupby: group by column names (df.hippo.groupby('k')); to group by a computed value, "
+                               "add it first: df.hippo.assign(k=lambda p: ...).hippo.groupby('k')")
+        return GroupBy(self._t("groupby"), by, dropna)
 
     # -- machine learning (scikit-learn)
     def split(self, test_size: float = 0.25, seed: int = 0, by: str | Sequence[str] | None = None) -> tuple[Any, Any]:
@@ -623,6 +925,88 @@ class HippoAccessor:
         left = self._t("merge")
         other = tracked_of(right, "merge (right frame)")
         return _expose(left.merge(other, how=how, on=on, left_on=left_on, right_on=right_on, suffixes=suffixes))
+
+
+class _Loc:
+    """``df.hippo.loc[rows]`` / ``df.hippo.loc[rows, columns]``."""
+
+    def __init__(self, accessor: HippoAccessor) -> None:
+        self._accessor = accessor
+
+    def __getitem__(self, key: Any) -> Any:
+        rows, columns = key if isinstance(key, tuple) and len(key) == 2 else (key, slice(None))
+        accessor, out = self._accessor, self._accessor._obj
+        if not (isinstance(rows, slice) and rows == slice(None)):
+            if not (callable(rows) or isinstance(rows, (pd.Series, np.ndarray)) or is_dask(rows)):
+                raise LineageError("loc: select rows by a condition (a boolean Series of this frame, or lambda p: ...); "
+                                   "row labels and slices are not supported: use filter / head / sample")
+            out = accessor.filter(rows)
+        if not (isinstance(columns, slice) and columns == slice(None)):
+            if isinstance(columns, slice):
+                raise LineageError("loc: select columns by name or a list of names")
+            out = out.hippo.select([columns] if isinstance(columns, str) else list(columns))
+        return out
+
+
+class _Query:
+    """``DataFrame.eval(expr)`` as a filter predicate, with the caller's ``@variables`` captured (picklable)."""
+
+    def __init__(self, expr: str, variables: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
+        self.expr, self.variables, self.kwargs = expr, dict(variables), dict(kwargs)
+
+    def __call__(self, frame: pd.DataFrame) -> Any:
+        return frame.eval(self.expr, local_dict=self.variables, global_dict={}, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"query({self.expr!r})"
+
+
+def _query_names(expr: str, columns: Sequence[str]) -> tuple[list[str] | None, list[str]]:
+    """(columns a query expression names, or None when it cannot be parsed; the ``@variables`` it uses)."""
+    import ast
+    import re
+
+    quoted = re.findall(r"`([^`]*)`", expr)
+    variables = sorted(set(re.findall(r"@([A-Za-z_][A-Za-z0-9_]*)", expr)))
+    plain = re.sub(r"`[^`]*`", " _q_ ", expr)
+    plain = re.sub(r"@([A-Za-z_][A-Za-z0-9_]*)", r" _v_\1 ", plain)
+    try:
+        tree = ast.parse(plain.replace("&&", " and ").replace("||", " or "), mode="eval")
+    except SyntaxError:
+        return None, variables  # pandas will say what is wrong; hippo assumes every column
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return sorted((names | set(quoted)) & set(columns)), variables
+
+
+class _Clip:
+    """``lambda p: p[column].clip(lower, upper)``, picklable, reading only ``column``."""
+
+    def __init__(self, column: str, lower: Any, upper: Any) -> None:
+        self.column, self.lower, self.upper = column, lower, upper
+
+    def __call__(self, frame: pd.DataFrame) -> pd.Series:
+        return frame[self.column].clip(self.lower, self.upper)
+
+
+# pandas methods hippo does not take (yet), with the nearest spelling it does take
+_NEAREST = {
+    "apply": "use df.hippo.assign(out=lambda p: p.apply(func, axis=1)) (a new column, row-wise, checked) or "
+             "df.hippo.map(func) for whole partitions",
+    "where": "use df.hippo.assign(x=lambda p: p.x.where(p.x > 0, 0)) per column",
+    "mask": "use df.hippo.assign(x=lambda p: p.x.mask(p.x < 0, 0)) per column",
+    "set_index": "hippo results are positioned rows (their labels carry no lineage): keep the column and call "
+                 "result.set_index(...) after compute()",
+    "reset_index": "row labels carry no lineage and compute() numbers the result's rows 0..n-1; keep values you "
+                   "need as columns (set_index is not supported either)",
+    "join": "use df.hippo.merge(other, on=..., how=...) with the keys as columns",
+    "tail": "use df.hippo.sort_values(...) then .head(n)",
+    "iloc": "select rows by a condition (df.hippo.loc[mask] or df.hippo.filter(...)) or df.hippo.head(n)",
+    "agg": "use df.hippo.groupby(keys).agg(...) (per group), or group by a constant column for the whole frame",
+    "transform": "use df.hippo.assign(...) or df.hippo.groupby(keys).transform(...)",
+    "pivot_table": "use df.hippo.groupby([...]).agg(...) (long format)",
+    "melt": "use df.hippo.flatmap(...) (one output row per (row, column))",
+    "reindex": "select rows by a condition with df.hippo.loc[...] or df.hippo.filter(...)",
+}
 
 
 def concat(frames: Sequence[Any], ignore_index: bool = False) -> Any:

@@ -21,7 +21,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
-from . import _dask, _pandas, ml
+from . import _core, _dask, _pandas, ml
 from . import partition as P
 from .errors import ColumnError, LineageError, UserFunctionError
 from .identity import describe_function, jsonable, token
@@ -364,6 +364,37 @@ class Tracked:
         # so a sliced replay can trust a row-wise predicate.
         call = P.UserCall("filter", lineage.kind if lineage.kind == "rowwise" else "declared",
                           None if reads is None else tuple(reads), node_id)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, P.filter_partition, predicate, call, meta=backend.meta(d))
+
+        data = self._run(make)
+        return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
+                                        node_id=node_id, code={"func": predicate}), make=make)
+
+    def filter_mask(self, mask: np.ndarray) -> "Tracked":
+        """Keep the rows where ``mask`` (one boolean per row, computed outside hippo) is True; pandas only.
+
+        A filter's lineage does not depend on how its condition was computed
+        (a kept row's cells trace to the same row), so a mask is exact. Its
+        columns are unknown, so where hippo asks what decided which rows were
+        kept (``row_reads``) it answers every column.
+        """
+        if self.is_dask:
+            raise LineageError(
+                "filter / loc with a boolean Series: on a Dask frame write the condition as a function of each "
+                "partition instead, e.g. df.hippo.filter(lambda p: p.x > 0) or df.hippo.loc[lambda p: p.x > 0]")
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (len(self.data),):
+            raise LineageError(f"filter: a mask must hold one boolean per row ({len(self.data)}, no missing values), "
+                               f"got {mask.dtype} of shape {mask.shape}")
+        # lineage "all": the condition may depend on any row (a replay of some rows only is refused)
+        params = {"predicate": {"name": "<boolean mask>", "mask": True, "rows": int(len(mask)), "kept": int(mask.sum())},
+                  "reads": None, "lineage": {"kind": "all", "reads": None}}
+        predicate = P.FixedMask(mask)
+        node_id = token("filter", self.node.id, params, int(_core.checksum(np.packbits(mask).tobytes())))
+        call = P.UserCall("filter", "declared", None, node_id)
         backend = self.backend
 
         def make(d: Any) -> Any:

@@ -657,6 +657,29 @@ def assign_partition(part: pd.DataFrame, name: str, value: Any, call: UserCall =
     return spread(part, reattach(out, part), call)
 
 
+class FixedMask:
+    """A filter's predicate that is a boolean mask computed outside hippo (``df.hippo.loc[df.x > 0]``).
+
+    It selects by position, so it applies only to the very rows it was computed
+    on: a frame of another length (a sliced replay, a probe) is refused rather
+    than filtered by a mask meant for other rows.
+    """
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = np.asarray(mask, dtype=bool)
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) != len(self.mask):
+            raise LineageError(
+                f"filter: this step keeps rows by a boolean mask of {len(self.mask)} values computed outside hippo, "
+                f"and cannot be applied to {len(frame)} other rows (e.g. a sliced replay); write the condition as a "
+                "function of the frame instead, e.g. df.hippo.filter(lambda p: p.x > 0)")
+        return self.mask
+
+    def __repr__(self) -> str:
+        return f"FixedMask({int(self.mask.sum())} of {len(self.mask)} rows kept)"
+
+
 def filter_partition(part: pd.DataFrame, predicate: Callable, call: UserCall = UserCall("filter")) -> pd.DataFrame:
     user = clean(part)
 

@@ -379,6 +379,8 @@ class Rebuild:
                 value = self._function(node, "func")
                 return t.assign(lineage=from_description(p.get("lineage")), **{p["column"]: value})
             return t.assign(**{p["column"]: self._value(node, "value_json", "is_json", "value")})
+        if op == "filter" and p.get("predicate", {}).get("mask"):  # a mask computed outside hippo (pandas)
+            return t.filter_mask(self._function(node, "predicate").mask)
         if op == "filter":
             return t.filter(self._function(node, "predicate"), lineage=from_description(p.get("lineage")))
         if op == "check":  # a slice's rows do not depend on a check: it is not evaluated there
