@@ -385,15 +385,22 @@ class HippoAccessor:
         target = get_store() if store is None else (store if isinstance(store, Store) else Store(store))
         return _expose(Tracked.source(self._obj, name, target))
 
-    def compute(self, **compute_kwargs: Any) -> pd.DataFrame:
+    def compute(self, progress: bool | None = None, **compute_kwargs: Any) -> pd.DataFrame:
         """Compute the frame; commit its lineage; return a plain pandas DataFrame.
 
         The returned frame's ``.hippo.lineage`` answers queries; its
         ``run_id`` reopens them later with :func:`hippo_dask.open`.
         Keyword arguments go to ``dask.compute`` (e.g. ``scheduler=``).
+
+        ``progress``: a progress bar on stderr while Dask computes (Dask's own:
+        ``distributed.progress`` on a cluster, ``dask.diagnostics.ProgressBar``
+        otherwise). By default on when stderr is a terminal, unless the
+        environment variable ``HIPPO_PROGRESS`` is ``0``; ``progress=False``
+        turns it off, ``True`` on. pandas frames compute step by step as they
+        are built, so there is nothing to show for them.
         """
         tracked = self._t("compute")
-        result, run_id = _compute(tracked, **compute_kwargs)
+        result, run_id = _compute(tracked, progress=progress, **compute_kwargs)
         lineage = Lineage(tracked.store, run_id)
         # compute() fingerprinted this very frame for the manifest, on all its columns: reuse that
         recorded = lineage.manifest.get("result", {}).get("fingerprint")
@@ -404,7 +411,7 @@ class HippoAccessor:
         result.attrs[_RESULT_ATTR] = _Handle(lineage, fingerprint)
         return result
 
-    def to_parquet(self, path: str, storage_options: Mapping[str, Any] | None = None,
+    def to_parquet(self, path: str, storage_options: Mapping[str, Any] | None = None, progress: bool | None = None,
                    **compute_kwargs: Any) -> Lineage:
         """Compute the frame and write it as parquet from the workers, with its lineage; gather nothing.
 
@@ -421,6 +428,8 @@ class HippoAccessor:
             A folder (local or fsspec URL) that does not exist yet or is empty.
         storage_options : mapping, optional
             fsspec options for ``path``.
+        progress : bool, optional
+            A progress bar on stderr, as for :meth:`compute`.
         **compute_kwargs
             Passed to ``dask.compute`` (e.g. ``scheduler=client``).
 
@@ -452,7 +461,7 @@ class HippoAccessor:
                                "already there would be read as rows of this result)")
         fs.makedirs(root, exist_ok=True)
         _, run_id = _compute(tracked, parquet={"path": path, "storage_options": dict(storage_options or {})},
-                             **compute_kwargs)
+                             progress=progress, **compute_kwargs)
         return Lineage(tracked.store, run_id)
 
     # -- user code

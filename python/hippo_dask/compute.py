@@ -144,6 +144,50 @@ def _write_code(store: Any, nodes: list) -> dict[str, dict[str, Any]]:
     return records
 
 
+def show_progress(progress: bool | None) -> bool:
+    """Whether a compute shows a progress bar: as asked, else when stderr is a terminal and
+    ``$HIPPO_PROGRESS`` is not ``0`` (so scripts, pipes and CI logs stay quiet)."""
+    import os
+
+    if progress is not None:
+        return bool(progress)
+    return os.environ.get("HIPPO_PROGRESS", "") != "0" and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def dask_compute(collections: tuple[Any, ...], compute_kwargs: Mapping[str, Any], progress: bool) -> tuple[Any, ...]:
+    """``dask.compute(*collections)``, with Dask's own progress bar when ``progress``.
+
+    On the distributed scheduler that is ``distributed.progress`` over the
+    submitted futures (the local schedulers' ``ProgressBar`` sees no task of
+    a cluster); elsewhere ``dask.diagnostics.ProgressBar``. Either way the bar
+    is drawn on stderr, so stdout stays the program's.
+    """
+    import dask
+
+    if not progress:
+        return dask.compute(*collections, **compute_kwargs)
+    from dask.base import get_scheduler
+
+    scheduler = get_scheduler(scheduler=compute_kwargs.get("scheduler"), collections=list(collections))
+    client = getattr(scheduler, "__self__", None)
+    if client is not None and type(client).__name__ == "Client":
+        from distributed import progress as distributed_progress
+
+        # Client.compute takes a flat list of collections (a dict of them would become one
+        # Delayed, which dask-expr cannot key before optimizing): flatten, then rebuild
+        flat = [c for item in collections for c in (item.values() if isinstance(item, dict) else [item])]
+        futures = client.compute(flat, **{k: v for k, v in compute_kwargs.items() if k != "scheduler"})
+        with contextlib.redirect_stdout(sys.stderr):  # distributed draws on stdout
+            distributed_progress(futures, notebook=False, multi=False, scheduler=client.scheduler.address)
+            print(file=sys.stderr)
+        values = iter(client.gather(futures))
+        return tuple({k: next(values) for k in item} if isinstance(item, dict) else next(values) for item in collections)
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        return dask.compute(*collections, **compute_kwargs)
+
+
 def _failed(tracked: Tracked, infos: dict[str, Any], error: UserFunctionError, run_id: str,
             compute_kwargs: dict[str, Any]) -> UserFunctionError:
     """A user function raised on a worker: count the source partitions (to name source rows), mark the run failed."""
@@ -189,12 +233,15 @@ def _derivations(result: Node, nodes: list[Node], sources: list[SourceInfo]) -> 
 
 
 def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, Any] | None = None,
-            parquet: Mapping[str, Any] | None = None, **compute_kwargs: Any) -> tuple[pd.DataFrame | None, str]:
+            parquet: Mapping[str, Any] | None = None, progress: bool | None = None,
+            **compute_kwargs: Any) -> tuple[pd.DataFrame | None, str]:
     """Compute ``tracked``; return the clean pandas result and the committed run id.
 
     ``parquet={"path": folder, "storage_options": {...}}`` writes the result
     from the workers instead, one parquet file and one lineage fragment per
     partition, and returns ``None`` for the result (nothing is gathered).
+
+    ``progress``: a progress bar for the Dask compute (see :func:`show_progress`).
 
     ``replay_of`` and ``links`` (JSON) are written into the manifest: what run
     this one replays or was derived from (e.g. a rerun without some rows).
@@ -265,12 +312,13 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
             # all expressions, computed in one graph: what tasks share runs once
             counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
             try:
+                bar = show_progress(progress)
                 if parquet is not None:
                     result = None
-                    receipt_frames, counts_table = dask.compute(receipts, counts_frame, **compute_kwargs)
+                    receipt_frames, counts_table = dask_compute((receipts, counts_frame), compute_kwargs, bar)
                 else:
-                    result, receipt_frames, counts_table = dask.compute(finished, receipts, counts_frame,
-                                                                        **compute_kwargs)
+                    result, receipt_frames, counts_table = dask_compute((finished, receipts, counts_frame),
+                                                                        compute_kwargs, bar)
             except UserFunctionError as error:
                 raise _failed(tracked, infos, error, run_id, compute_kwargs) from error.original
         node_facts = _facts_of_frame(counts_table)
