@@ -238,8 +238,83 @@ def test_pipe_chains_functions(store):
 
 def test_unsupported_names_say_what_to_write(store):
     t = tracked("pandas", table())
-    for name, hint in [("apply", "assign"), ("set_index", "after compute"), ("join", "merge"), ("where", "assign")]:
+    for name, hint in [("apply", "assign"), ("set_index", "after compute"), ("join", "merge"), ("iloc", "condition")]:
         with pytest.raises(AttributeError, match=hint):
             getattr(t.hippo, name)
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         t.hippo.nonsense
+
+
+# ---------------------------------------------------------------------- merge options, tail, where / mask
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("how", ["inner", "left", "outer"])
+def test_merge_indicator(store, backend, how):
+    left = pd.DataFrame({"k": [1, 2, 3, 3], "x": [1.0, 2.0, 3.0, 4.0]})
+    right = pd.DataFrame({"k": [1, 1, 4], "y": [5.0, 6.0, 7.0]})
+    out = compute(tracked(backend, left, "l", 2).hippo.merge(tracked(backend, right, "r", 2), on="k", how=how,
+                                                             indicator=True), backend)
+    expected = left.merge(right, on="k", how=how, indicator=True)
+    same_values(out.astype({"_merge": str}), expected.astype({"_merge": str}), ordered=False)
+    want = OracleFrame.source(left, "l").merge(OracleFrame.source(right, "r"), how=how, on=["k"])
+    # the indicator: values from pandas, cells from no source cell, the row's lineage as the merge's
+    flags = expected.sort_values(["k", "x", "y"]).reset_index(drop=True)
+    want_df = want.df.sort_values(["k", "x", "y"]).reset_index(drop=True)
+    assert want_df[["k", "x", "y"]].equals(flags[["k", "x", "y"]])
+    order = want.df.sort_values(["k", "x", "y"]).index
+    want = want._take(list(order))
+    want.df["_merge"] = flags["_merge"].astype(str).to_numpy()
+    want.cells["_merge"] = [frozenset()] * len(want.df)
+    assert hippo_records(out.astype({"_merge": str})) == oracle_records(want)
+
+
+def test_merge_validate(store):
+    left = tracked("pandas", pd.DataFrame({"k": [1, 2], "x": [1, 2]}), "l")
+    right = tracked("pandas", pd.DataFrame({"k": [1, 1], "y": [5, 6]}), "r")
+    with pytest.raises(pd.errors.MergeError, match="one-to-one"):
+        left.hippo.merge(right, on="k", validate="one_to_one")
+    out = left.hippo.merge(right, on="k", validate="one_to_many").hippo.compute()
+    assert out.hippo.lineage.backward(rows=[1])["r"].rows.tolist() == [1]
+    d = tracked("dask", pd.DataFrame({"k": [1, 2], "x": [1, 2]}), "d")
+    with pytest.raises(LineageError, match="validate"):
+        d.hippo.merge(d, on="k", validate="one_to_one")
+
+
+def test_tail(store):
+    df = table(10)
+    out = tracked("pandas", df).hippo.filter(lambda p: p.x != 0).hippo.tail(3).hippo.compute()
+    kept = OracleFrame.source(df, "t").filter(lambda p: p.x != 0)
+    want = kept._take(range(len(kept.df) - 3, len(kept.df)))
+    same_values(out, want.df)
+    assert hippo_records(out) == oracle_records(want)
+    assert out.hippo.lineage.replay(sources={"t": df}, trust=True).identical
+    with pytest.raises(LineageError, match="head"):
+        tracked("dask", df).hippo.tail(3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("keep", [True, False])
+def test_where_and_mask(store, backend, keep):
+    df = table()[["x", "y"]]
+    t = tracked(backend, df)
+    out = compute(t.hippo.where(lambda p: p.x > 0, 0) if keep else t.hippo.mask(lambda p: p.x > 0, 0), backend)
+    same_values(out, df.where(df.x > 0, 0, axis=0) if keep else df.mask(df.x > 0, 0, axis=0))
+    want = OracleFrame.source(df, "t")
+    cond = (df.x > 0).to_numpy()  # of the original values: the oracle's assigns run one after the other
+    for c in ("x", "y"):  # each cell: itself and the condition's column
+        want = want.assign(c, lambda p, c=c: p[c].where(cond, 0) if keep else p[c].mask(cond, 0), reads=[c, "x"])
+    assert hippo_records(out) == oracle_records(want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_where_with_a_whole_frame_condition(store, backend):
+    """A condition over the whole frame sees every original value, never a value already replaced."""
+    df = table()[["x", "y"]]
+    out = compute(tracked(backend, df).hippo.mask(lambda p: p.sum(axis=1) > 0, -9), backend)
+    same_values(out, df.mask(df.sum(axis=1) > 0, -9, axis=0))
+    want = OracleFrame.source(df, "t")
+    cond = (df.sum(axis=1) > 0).to_numpy()
+    for c in ("x", "y"):
+        want = want.assign(c, lambda p, c=c: p[c].mask(cond, -9), reads=["x", "y"])
+    assert hippo_records(out) == oracle_records(want)

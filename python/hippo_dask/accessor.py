@@ -789,6 +789,56 @@ class HippoAccessor:
         """The first ``n`` rows, as a tracked frame (lazy for Dask)."""
         return _expose(self._t("head").head(n))
 
+    def tail(self, n: int = 5) -> Any:
+        """The last ``n`` rows, as a tracked frame (pandas; on Dask, sort the other way and take :meth:`head`)."""
+        return _expose(self._t("tail").tail(n))
+
+    def where(self, cond: Callable[[pd.DataFrame], Any], other: Any = np.nan) -> Any:
+        """Keep values where ``cond(frame)`` is True, else ``other``, as ``DataFrame.where``.
+
+        ``cond`` is a function of the frame giving a boolean frame (``lambda p:
+        p > 0``) or one boolean per row (``lambda p: p.x > 0``); ``other`` a
+        scalar or a function of the frame. Each cell traces to itself and to the
+        cells of its row that ``cond`` (and ``other``) read: one row-wise
+        :meth:`assign` per column, each checked like any other.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"a": [1, -2], "b": [3.0, 4.0]}).hippo.source("df")
+        >>> out = df.hippo.where(lambda p: p.a > 0, 0).hippo.compute()
+        >>> out.values.tolist(), out.hippo.lineage.backward(rows=[1], columns=["b"])["df"].cells.column.tolist()
+        ([[1.0, 3.0], [0.0, 0.0]], ['a', 'b'])
+        """
+        return self._where("where", cond, other, keep=True)
+
+    def mask(self, cond: Callable[[pd.DataFrame], Any], other: Any = np.nan) -> Any:
+        """Replace values where ``cond(frame)`` is True by ``other``, as ``DataFrame.mask`` (lineage as :meth:`where`)."""
+        return self._where("mask", cond, other, keep=False)
+
+    def _where(self, what: str, cond: Any, other: Any, keep: bool) -> Any:
+        if not callable(cond):
+            raise LineageError(f"{what}: pass the condition as a function of the frame, e.g. lambda p: p > 0 or "
+                               "lambda p: p.x > 0 (a condition computed outside hippo has no lineage to follow)")
+        if not (callable(other) or np.isscalar(other) or other is None or other is pd.NA):
+            raise LineageError(f"{what}: other must be a scalar or a function of the frame")
+        from . import partition as P
+
+        tracked = self._t(what)
+        columns = list(tracked.columns)
+        # A condition that reads the whole frame (p > 0) must not see the new columns made below
+        # (p.sum(axis=1) would change): it gets the original columns only. One that names its
+        # columns (p.x > 0) is left as it is, so its cells' lineage stays exact.
+        probe = tracked._probe()
+        whole = any(P.infer_reads(f, probe)[0] is None for f in ([cond, other] if callable(other) else [cond]))
+        # New values go to new columns first, so every condition sees the values as they were
+        made = {c: _fresh_name(columns, f"{c}_{what}") for c in columns}
+        for column in columns:
+            tracked = tracked.assign(**{made[column]: _Where(column, cond, other, keep, columns if whole else None)})
+        tracked = tracked.drop(columns).rename({made[c]: c for c in columns})
+        return _expose(tracked)
+
     def explode(self, column: str | Sequence[str], ignore_index: bool = False) -> Any:
         """One row per element of list-like ``column``; each keeps its input row's lineage."""
         return _expose(self._t("explode").explode(column, ignore_index=ignore_index))
@@ -929,11 +979,20 @@ class HippoAccessor:
 
     def merge(self, right: Any, how: str = "inner", on: str | Sequence[str] | None = None,
               left_on: str | Sequence[str] | None = None, right_on: str | Sequence[str] | None = None,
-              suffixes: tuple[str, str] = ("_x", "_y")) -> Any:
-        """Join with another tracked frame, as ``DataFrame.merge`` (inner, left, right, outer)."""
+              suffixes: tuple[str, str] = ("_x", "_y"), validate: str | None = None,
+              indicator: bool | str = False) -> Any:
+        """Join with another tracked frame, as ``DataFrame.merge`` (inner, left, right, outer).
+
+        ``validate=`` ("one_to_one", "one_to_many", "many_to_one", ...) is
+        checked by pandas (pandas frames only: Dask's merge has no such check).
+        ``indicator=True`` (or a name) adds pandas' ``_merge`` column; its cells
+        trace to no source cell (which sides had a row is a fact about the
+        row: its row lineage names both rows).
+        """
         left = self._t("merge")
         other = tracked_of(right, "merge (right frame)")
-        return _expose(left.merge(other, how=how, on=on, left_on=left_on, right_on=right_on, suffixes=suffixes))
+        return _expose(left.merge(other, how=how, on=on, left_on=left_on, right_on=right_on, suffixes=suffixes,
+                                  validate=validate, indicator=indicator))
 
 
 class _Loc:
@@ -987,6 +1046,34 @@ def _query_names(expr: str, columns: Sequence[str]) -> tuple[list[str] | None, l
     return sorted((names | set(quoted)) & set(columns)), variables
 
 
+class _Where:
+    """One column of ``frame.where(cond(frame), other)`` (or ``mask``), picklable."""
+
+    def __init__(self, column: str, cond: Callable, other: Any, keep: bool, originals: Sequence[str] | None) -> None:
+        self.column, self.cond, self.other, self.keep = column, cond, other, keep
+        self.originals = None if originals is None else list(originals)
+
+    def __call__(self, frame: pd.DataFrame) -> pd.Series:
+        if self.originals is not None:
+            frame = frame[self.originals]
+        cond = self.cond(frame)
+        if isinstance(cond, pd.DataFrame):
+            cond = cond[self.column]
+        other = self.other(frame) if callable(self.other) else self.other
+        if isinstance(other, pd.DataFrame):
+            other = other[self.column]
+        values = frame[self.column]
+        return values.where(cond, other) if self.keep else values.mask(cond, other)
+
+
+def _fresh_name(taken: Sequence[str], base: str) -> str:
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}{i}"
+    return name
+
+
 class _Clip:
     """``lambda p: p[column].clip(lower, upper)``, picklable, reading only ``column``."""
 
@@ -1001,14 +1088,11 @@ class _Clip:
 _NEAREST = {
     "apply": "use df.hippo.assign(out=lambda p: p.apply(func, axis=1)) (a new column, row-wise, checked) or "
              "df.hippo.map(func) for whole partitions",
-    "where": "use df.hippo.assign(x=lambda p: p.x.where(p.x > 0, 0)) per column",
-    "mask": "use df.hippo.assign(x=lambda p: p.x.mask(p.x < 0, 0)) per column",
     "set_index": "hippo results are positioned rows (their labels carry no lineage): keep the column and call "
                  "result.set_index(...) after compute()",
     "reset_index": "row labels carry no lineage and compute() numbers the result's rows 0..n-1; keep values you "
                    "need as columns (set_index is not supported either)",
     "join": "use df.hippo.merge(other, on=..., how=...) with the keys as columns",
-    "tail": "use df.hippo.sort_values(...) then .head(n)",
     "iloc": "select rows by a condition (df.hippo.loc[mask] or df.hippo.filter(...)) or df.hippo.head(n)",
     "agg": "use df.hippo.groupby(keys).agg(...) (per group), or group by a constant column for the whole frame",
     "transform": "use df.hippo.assign(...) or df.hippo.groupby(keys).transform(...)",

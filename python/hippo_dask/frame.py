@@ -648,6 +648,19 @@ class Tracked:
         return self._derive(data, unary("head", self.node, self.columns, identity_colmap(self.columns), {"n": n}),
                             make=make)
 
+    def tail(self, n: int = 5) -> "Tracked":
+        """The last ``n`` rows: a ``head`` node counted from the end (``params["last"]``), pandas only."""
+        if self.is_dask:
+            raise LineageError("tail on a Dask frame: Dask's tail reads only the last partition; sort the other way "
+                               "round and take head(n): df.hippo.sort_values(col, ascending=False).hippo.head(n)")
+
+        def make(d: Any) -> Any:
+            return d.tail(n)
+
+        data = self._run(make)
+        return self._derive(data, unary("head", self.node, self.columns, identity_colmap(self.columns),
+                                        {"n": n, "last": True}), make=make)
+
     def explode(self, column: str | Sequence[str], ignore_index: bool = False) -> "Tracked":
         cols = [column] if isinstance(column, str) else list(column)
         self._require("explode", cols)
@@ -746,9 +759,16 @@ class Tracked:
 
     def merge(self, right: "Tracked", how: str = "inner", on: str | Sequence[str] | None = None,
               left_on: str | Sequence[str] | None = None, right_on: str | Sequence[str] | None = None,
-              suffixes: tuple[str, str] = ("_x", "_y")) -> "Tracked":
+              suffixes: tuple[str, str] = ("_x", "_y"), validate: str | None = None,
+              indicator: bool | str = False) -> "Tracked":
         if how not in ("inner", "left", "right", "outer"):
             raise LineageError(f"merge: how must be inner, left, right or outer, got {how!r}")
+        if validate is not None and self.is_dask:
+            raise LineageError("merge(validate=): Dask's merge cannot check key uniqueness; check it on the inputs "
+                               "(e.g. compare len(df) with len(df.drop_duplicates(keys)) before the merge) and merge without it")
+        indicator_name = "_merge" if indicator is True else (indicator or None)
+        if indicator_name is not None and not isinstance(indicator_name, str):
+            raise LineageError(f"merge: indicator must be True, False or a column name, got {indicator!r}")
         if self.is_dask != right.is_dask:
             raise LineageError("merge: both frames must be pandas or both Dask")
         if self.store != right.store:
@@ -768,6 +788,11 @@ class Tracked:
         self._require("merge left_on", left_on)
         right._require("merge right_on", right_on)
         params = {"how": how, "left_on": left_on, "right_on": right_on, "suffixes": list(suffixes)}
+        if validate is not None:
+            params["validate"] = validate
+        if indicator_name is not None:
+            params["indicator"] = indicator_name
+        extra = {k: v for k, v in (("validate", validate), ("indicator", indicator_name or False)) if v}
         identity = token("merge", self.node.id, right.node.id, params)
         # The right side's slots get new names where they collide (self-joins, diamonds).
         renamed = {s: (s if s not in self.node.slots else f"{s}_{identity[:6]}") for s in right.node.slots}
@@ -775,14 +800,22 @@ class Tracked:
         # Output column names follow pandas; learn them from an empty merge of the user columns.
         try:
             left_meta, right_meta = P.clean(self._meta()), P.clean(right._meta())
-            named = left_meta.merge(right_meta, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
+            named = left_meta.merge(right_meta, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes,
+                                    indicator=extra.get("indicator", False))
         except ValueError:
             # pandas refuses some key dtype pairs only when both sides are empty (float64 keys
             # against an object column it cannot infer): ask again on rows, as the merge will run
             named = P.clean(self._probe()).merge(P.clean(right._probe()), how=how, left_on=left_on,
-                                                 right_on=right_on, suffixes=suffixes)
+                                                 right_on=right_on, suffixes=suffixes, indicator=extra.get("indicator", False))
         out_columns = list(named.columns)
-        colmap = _merge_colmap(list(self.columns), list(right.columns), left_on, right_on, suffixes, out_columns)
+        if indicator_name is not None and indicator_name in list(self.columns) + list(right.columns):
+            raise ColumnError(f"merge: indicator column {indicator_name!r} is already a column; pass indicator='<new name>'")
+        colmap = _merge_colmap(list(self.columns), list(right.columns), left_on, right_on, suffixes,
+                               [c for c in out_columns if c != indicator_name])
+        if indicator_name is not None:
+            # which sides had a row: a fact about the row (its row lineage), made from no cell
+            colmap[indicator_name] = ()
+            colmap = {c: colmap[c] for c in out_columns}
         may_miss: list[str] = []
         if how != "inner":
             sides = {"left": (1,), "right": (0,), "outer": (0, 1)}[how]
@@ -798,7 +831,7 @@ class Tracked:
                 left_data = backend.to_nullable_ids(left_data, left_hidden)
             if how in ("left", "outer"):
                 right_data = backend.to_nullable_ids(right_data, [hidden(t) for t in renamed.values()])
-            data = left_data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes)
+            data = left_data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes, **extra)
             if how != "inner":
                 casts = backend.hole_dtypes(data, [c for c in may_miss if c in data.columns])
                 data = backend.partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts)

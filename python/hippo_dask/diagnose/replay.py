@@ -412,7 +412,7 @@ class Rebuild:
         if op == "sample":
             return t.sample(n=p["n"], frac=p["frac"], replace=p["replace"], random_state=p["random_state"])
         if op == "head":
-            return t.head(p["n"])
+            return t.tail(p["n"]) if p.get("last") else t.head(p["n"])
         if op == "explode":
             return t.explode(p["column"][0] if len(p["column"]) == 1 else p["column"], ignore_index=p["ignore_index"])
         if op == "split":
