@@ -3,7 +3,7 @@
 Runs the classic healthcare pipeline (data shipped in the package) on a
 ``distributed.LocalCluster`` of worker processes, commits its lineage to the
 store (default ``./.hippo``), and prints backward and forward traces a person
-can read. ``python -m hippo_dask`` or ``hippo demo``.
+can read. ``python -m hippo_dask demo`` or ``hippo demo``.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ def run(workers: int = 2, partitions: int = 4, store: str | None = None, out: Te
     say(_show_rows(result, [row]))
     trace = lineage.backward(rows=[row], columns=["label"])
     histories_rows = trace["histories"].rows
-    say(f"'label' compares the patient's complications with the mean of the age group, so it was "
-        f"computed from {len(trace['histories'].cells)} history cells of {len(histories_rows)} patients "
-        f"and {len(trace['patients'].cells)} patient cells:")
+    say(f"'label' compares the row's complications with the mean complications of its age group, so the "
+        f"label cell was computed from {len(trace['histories'].cells)} source cells of histories, in "
+        f"{len(histories_rows)} histories rows (the row's own and those the mean was taken over), and from "
+        f"{len(trace['patients'].cells)} cells of patients (the age group picks the rows the mean is taken "
+        "over; it is not a value the mean is computed from). Cells per source column:")
     say(trace["histories"].cells.groupby("column").size().rename("cells").to_string())
     say("")
 
@@ -78,15 +80,16 @@ def run(workers: int = 2, partitions: int = 4, store: str | None = None, out: Te
     hist_row = int(lineage.backward(rows=[row], columns=["smoker"])["histories"].rows[0])
     say(f"== forward: which results does history row {hist_row}'s complications value touch? ==")
     hits = lineage.forward("histories", rows=[hist_row], columns=["complications"])
-    say(f"histories row {hist_row} 'complications' reached {len(hits.cells)} result cells in "
-        f"{len(hits.rows)} rows (every label of its age group in the kept counties), e.g.:")
+    say(f"the 'complications' cell of histories row {hist_row} was used to compute {len(hits.cells)} result "
+        f"cells, in {len(hits.rows)} result rows (every label of its age group in the kept counties), e.g.:")
     say(_show_rows(result, hits.rows, ["last_name", "county", "label"]))
     say("")
 
     say("== forward: a corrupt patients batch (rows 0-49): which outputs did it touch? ==")
     hits = lineage.forward("patients", rows=range(50))
-    say(f"{len(hits.rows)} of {len(result)} result rows exist because of them; "
-        f"{len(hits.cells)} result cells hold values derived from them")
+    say(f"{len(hits.rows)} of {len(result)} result rows exist because of them (row lineage: one of these "
+        f"patients was joined into the row); {len(hits.cells)} result cells were computed from their values "
+        "(cell lineage): those are what a recompute without the batch can change")
     say("")
     say(f"reopen later: hippo.open({lineage.store.url!r}, {lineage.run_id!r})")
     return lineage.run_id
