@@ -10,7 +10,7 @@ import pytest
 MODULES = ["hippo_dask.accessor", "hippo_dask.lin", "hippo_dask.identity", "hippo_dask.lineage", "hippo_dask.store",
            "hippo_dask.ml", "hippo_dask.readers", "hippo_dask.examples", "hippo_dask.diagnose.debug", "hippo_dask.diagnose.replay",
            "hippo_dask.diagnose.inspect", "hippo_dask.diagnose.isolate", "hippo_dask.checks",
-           "hippo_dask.diagnose.explain"]
+           "hippo_dask.diagnose.explain", "hippo_dask.cli", "hippo_dask.view"]
 
 
 @pytest.mark.parametrize("name", MODULES)

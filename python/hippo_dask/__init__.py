@@ -32,9 +32,26 @@ from .errors import (
     RunNotFoundError,
     SourceChangedError,
     StaleResultError,
+    StoreError,
     UntrackedFrameError,
     UserFunctionError,
 )
+
+
+def _check_single_extension() -> None:
+    # A checkout built before the extension became abi3 can still hold _core.cpython-3XX-*.so beside
+    # _core.abi3.so; Python imports the version-specific one first, so stale Rust code would answer.
+    from pathlib import Path
+
+    package = Path(__file__).parent
+    builds = sorted(p.name for p in package.glob("_core.*") if p.suffix in (".so", ".pyd"))
+    if len(builds) > 1:
+        raise ImportError(f"hippo_dask holds several builds of its Rust extension ({', '.join(builds)}); "
+                          f"delete them from {package} and reinstall (pip install -e .)")
+
+
+_check_single_extension()
+
 
 try:
     __version__ = _metadata.version("hippo_dask")
@@ -185,6 +202,7 @@ __all__ = [
     "RunNotFoundError",
     "SourceChangedError",
     "StaleResultError",
+    "StoreError",
     "Store",
     "Trace",
     "TraceSet",

@@ -94,7 +94,18 @@ def attach_source(frame: Any, column: str, identity: str) -> tuple[Any, dict[str
                   "identity": facts}
 
 
-def groupby_agg(data: Any, keys: Sequence[str], named: Mapping[str, tuple[str, str]], dropna: bool) -> Any:
+def groupby_agg(data: Any, keys: Sequence[str], named: Mapping[str, tuple[str, Any]], dropna: bool) -> Any:
+    if any(callable(f) for _, f in named.values()):
+        # A function of a whole group's values: every group in one partition first (a shuffle on
+        # the keys), then pandas aggregates each partition's groups.
+        from dask.dataframe.utils import meta_nonempty
+
+        from . import _pandas
+
+        shuffled = data.shuffle(on=list(keys))
+        meta = _pandas.groupby_agg(meta_nonempty(data._meta), keys, named, dropna).iloc[:0]
+        return shuffled.map_partitions(_pandas.groupby_agg, list(keys), dict(named), dropna, meta=meta,
+                                       enforce_metadata=False)
     grouped = data.groupby(list(keys), dropna=dropna, observed=True)
     # Dask cannot mix a custom aggregation (nunique) with the shuffle-based median in one
     # call: aggregate those two kinds apart and join the results on the keys (only then:

@@ -122,23 +122,39 @@ _AGG_METHODS = ("sum", "mean", "min", "max", "count", "nunique", "first", "last"
 _BUILTIN_AGGS = {sum: "sum", min: "min", max: "max", len: "size"}
 
 
-def _agg_name(func: Any, where: str) -> str:
-    """The aggregation's name, as ``agg`` takes it; a clear error for anything hippo cannot trace exactly."""
-    name = _BUILTIN_AGGS.get(func, func) if not isinstance(func, str) else func
-    if isinstance(name, str) and name in AGGREGATIONS:
-        return name
+def _agg_name(func: Any, where: str) -> Any:
+    """The aggregation as ``agg`` takes it: a name hippo knows, or a function of one group's values."""
+    if not isinstance(func, str):
+        func = _BUILTIN_AGGS.get(func, func) if _hashable(func) else func
+    if isinstance(func, str) and func in AGGREGATIONS:
+        return func
+    if callable(func) and not isinstance(func, str):
+        return func  # called with one group's values of its column: its cell comes from those cells
     raise LineageError(
-        f"groupby().{where}: unknown aggregation {func!r} (not one hippo can trace); use one of {sorted(AGGREGATIONS)} "
-        "(by name, e.g. agg(total=('x', 'sum'))). A value computed from a group's rows in another way: "
-        "df.hippo.map(func, lineage=hippo.lin.All(reads=[...])) per partition, or groupby(keys).transform(...)"
+        f"groupby().{where}: unknown aggregation {func!r}; use one of {sorted(AGGREGATIONS)} by name, or a "
+        "function of a group's values (e.g. agg(spread=('x', lambda s: s.max() - s.min())))"
     )
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _label(func: Any) -> str:
+    """How pandas names a function's output column: its name (``<lambda>`` for a lambda)."""
+    return func if isinstance(func, str) else getattr(func, "__name__", type(func).__name__)
 
 
 class GroupBy:
     """``df.hippo.groupby(keys)``: aggregate each group, as pandas' ``groupby(keys, as_index=False)``.
 
     Takes pandas' common spellings: ``.agg(total=("x", "sum"))`` (or
-    ``pd.NamedAgg``), ``.agg("sum")``, ``.agg(["sum", "mean"])``,
+    ``pd.NamedAgg``), a function of a group's values (``.agg(spread=("x",
+    lambda s: s.max() - s.min()))``), ``.agg("sum")``, ``.agg(["sum", "mean"])``,
     ``.agg({"x": "sum", "y": ["min", "max"]})``, the methods ``.sum()``,
     ``.mean()``, ``.size()``, ``.count()``, ``.nunique()`` and the other
     aggregations, and a column selection ``g["x"].sum()`` / ``g[["x", "y"]].max()``.
@@ -217,19 +233,19 @@ class GroupBy:
             out = {}
             for column, funcs in func.items():
                 if isinstance(funcs, (list, tuple)):
-                    out.update({f"{column}_{n}": (column, n) for n in (_agg_name(f, "agg") for f in funcs)})
+                    out.update({f"{column}_{_label(f)}": (column, f) for f in (_agg_name(f, "agg") for f in funcs)})
                 else:
                     out[column] = (column, _agg_name(funcs, "agg"))
             return out
         if isinstance(func, (list, tuple)):
-            names = [_agg_name(f, "agg") for f in func]
-            return {(n if single else f"{c}_{n}"): (c, n) for c in values for n in names}
+            funcs = [_agg_name(f, "agg") for f in func]
+            return {(_label(f) if single else f"{c}_{_label(f)}"): (c, f) for c in values for f in funcs}
         name = _agg_name(func, "agg")
         if name == "size":
             return self._size()
         return {c: (c, name) for c in values}
 
-    def _size(self) -> dict[str, tuple[str, str]]:
+    def _size(self) -> dict[str, tuple[str, Any]]:
         return {"size": (self._keys[0], "size")}
 
     def agg(self, func: Any = None, /, **named: Any) -> Any:

@@ -22,6 +22,7 @@ __all__ = [
     "ReplayError",
     "SourceChangedError",
     "UserFunctionError",
+    "StoreError",
 ]
 
 
@@ -66,6 +67,10 @@ class IncompleteRunError(RuntimeError, HippoError):
 
 class CorruptRunError(DecodeError):
     """A stored fragment or manifest of a run is damaged; names the file."""
+
+
+class StoreError(ValueError, HippoError):
+    """A store cannot be used as asked: its location is a file, or a store operation got a bad argument."""
 
 
 class ReplayError(RuntimeError, HippoError):

@@ -27,6 +27,7 @@ from .errors import ColumnError, LineageError, UserFunctionError
 from .identity import describe_function, jsonable, token
 from .lin import LineageType, Window, as_lineage_type
 from .plan import HIDDEN_PREFIX, ROW, Node, copied_from, hidden, identity_colmap, spread_slot, unary
+from .live_sources import register as register_live_source
 from .store import Store
 
 #: Distinguishes sources made by different processes, so fragments of two
@@ -251,6 +252,7 @@ class Tracked:
                           column_fingerprints=facts["column_fingerprints"],
                           partitions=facts["partitions"],
                           identity=facts["identity"], frame=frame if backend.IS_DASK else None)
+        register_live_source(identity, frame)  # TraceSet.frame reads traced rows back from it while it is alive
         return Tracked(data, node, store, {column: info})
 
     # ------------------------------------------------------------------ user code
@@ -679,10 +681,13 @@ class Tracked:
         if not named:
             raise LineageError(f"groupby().{what}: name at least one output, e.g. {what}(mean_x=('x', 'mean'))")
         for out, spec in named.items():
-            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str)):
+            if not (isinstance(spec, tuple) and len(spec) == 2 and (isinstance(spec[1], str)
+                                                                     or (what == "agg" and callable(spec[1])))):
                 raise LineageError(f"groupby().{what} {out}=: use a named aggregation (column, 'function'), got {spec!r}")
             col, func = spec
-            if func not in AGGREGATIONS:
+            if callable(func):
+                self._require(f"groupby().{what} {out}=", [col])
+            elif func not in AGGREGATIONS:
                 raise LineageError(f"groupby().{what} {out}=: unknown aggregation {func!r}; use one of {sorted(AGGREGATIONS)}")
             self._require(f"groupby().{what} {out}=", [col])
             if out in keys or out.startswith(HIDDEN_PREFIX):
@@ -704,8 +709,12 @@ class Tracked:
         keys = [keys] if isinstance(keys, str) else list(keys)
         self._require("groupby", keys)
         self._check_named("agg", keys, named)
-        params = {"keys": keys, "aggregations": {k: list(v) for k, v in named.items()}, "dropna": dropna}
-        identity = token("groupby", self.node.id, params)
+        # A function of the group's values (a callable) is recorded like a map's function: described in
+        # the manifest, its code kept for replay; its cell still comes from its column over the group.
+        functions = {out: func for out, (_, func) in named.items() if callable(func)}
+        params = {"keys": keys, "aggregations": {k: [c, describe_function(f) if callable(f) else f]
+                                                 for k, (c, f) in named.items()}, "dropna": dropna}
+        identity = token("groupby", self.node.id, params, *functions.values())
         slot = "g" + identity[:10]
         backend, record = self.backend, self._recorder(keys, dropna, identity)
 
@@ -723,6 +732,7 @@ class Tracked:
         node = Node(
             id=identity, op="groupby", inputs=(self.node,), columns=tuple(columns), colmap=colmap,
             slots=(slot,), slot_from=({},), new_slot=slot, slot_origin={slot: identity}, params=params,
+            code={"aggregations": functions} if functions else None,
         )
         return self._derive(data, node, recorders={**self.recorders, identity: recorded}, make=make)
 

@@ -18,13 +18,15 @@ is the static column mapping in the manifest. So:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from html import escape
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from . import _core
-from .errors import ColumnError, CorruptRunError, QueryError, SourceChangedError
+from .errors import ColumnError, CorruptRunError, QueryError, ReplayError, SourceChangedError, StaleResultError
 from .ids import (DERIVED, GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, ids_checksum, positions_from_halves,
                   untabulate, unique_sorted, zigzag)
 from .plan import APPLY_MODEL, MEMBERSHIP, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
@@ -34,25 +36,68 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: How many positions, columns or sources a repr lists before it says how many more there are.
+_SHOWN = 10
+
+
 class TraceSet:
-    """The lineage found in one frame (a source, or the result).
+    """The lineage found in one frame: rows and cells of a source, or of the run's result.
+
+    :meth:`Lineage.backward` gives one per source (in a :class:`Trace`),
+    :meth:`Lineage.forward` one of the result. Printed, it says how many rows
+    and cells it holds and where; ``.frame`` shows the rows themselves.
 
     Attributes
     ----------
     rows : numpy.ndarray of int64
-        Sorted unique 0-based row positions.
+        Sorted unique 0-based row positions. In a pandas source: positions in
+        the frame given to ``.hippo.source()`` (``df.iloc[rows]``). In a Dask
+        source: row numbers in partition order (partition 0's rows first, then
+        partition 1's, ...). In the result: positions in the computed result.
+    source : str or None
+        The source these rows are in; None for rows of the result.
     cells : pandas.DataFrame
         Columns ``row`` (int64) and ``column`` (str), sorted by row then column,
         one line per cell. Built on first access: a wide trace can hold tens of
         millions of cells, and many callers only need ``rows``.
+
+    Examples
+    --------
+    A CSV file source (read again when asked for its rows), with its own labels:
+
+    >>> import os, tempfile, pandas as pd, hippo_dask as hippo
+    >>> folder = tempfile.mkdtemp(); _ = hippo.set_store(os.path.join(folder, "store"))
+    >>> pd.DataFrame({"id": ["p1", "p2", "p3"], "k": ["a", "b", "a"], "x": [1, 2, 3]}).to_csv(
+    ...     os.path.join(folder, "xs.csv"), index=False)
+    >>> xs = hippo.read_csv(os.path.join(folder, "xs.csv"), index_col="id")
+    >>> out = xs.hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+    >>> ts = out.hippo.lineage.backward(rows=[0], columns=["total"])["xs"]
+    >>> ts
+    TraceSet: 2 rows of source 'xs', at positions 0, 2
+      2 cells, in 1 column: 'x' (2 cells)
+    >>> ts.frame
+        k  x
+    id
+    p1  a  1
+    p3  a  3
+    >>> ts.index.tolist()
+    ['p1', 'p3']
     """
 
-    __slots__ = ("rows", "_by_column", "_cells")
+    __slots__ = ("rows", "source", "_by_column", "_cells", "_lineage")
 
-    def __init__(self, rows: np.ndarray, by_column: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, rows: np.ndarray, by_column: Mapping[str, np.ndarray], source: str | None = None, *,
+                 lineage: "Lineage | None" = None) -> None:
         self.rows = rows
+        self.source = source
         self._by_column = dict(by_column)  # column -> sorted unique rows
         self._cells: pd.DataFrame | None = None
+        self._lineage = lineage  # where the rows can be read back from (None: made by hand, or unpickled)
+
+    def __reduce__(self) -> tuple:
+        # a run's Lineage does not pickle (weak references, the Rust trace engine): a copy keeps
+        # the rows and cells, and reads no rows back
+        return (TraceSet, (self.rows, self._by_column, self.source))
 
     @property
     def cells(self) -> "pd.DataFrame":
@@ -75,16 +120,151 @@ class TraceSet:
         """Number of cells, without building :attr:`cells`."""
         return sum(len(v) for v in self._by_column.values())
 
+    @property
+    def columns(self) -> list[str]:
+        """Columns with at least one traced cell, sorted."""
+        return sorted(c for c, rows in self._by_column.items() if len(rows))
+
+    # ------------------------------------------------------------------ the rows themselves
+    @property
+    def frame(self) -> "pd.DataFrame":
+        """The traced rows themselves: every column, in row order, with their own index labels.
+
+        Rows of a source come from the frame given to ``.hippo.source()``
+        while it is alive in this process, else from its file read again
+        (``hippo.read_csv`` / ``hippo.read_parquet``, or a ``dd.read_parquet``
+        frame): only the partitions holding traced rows are read, and each is
+        checked against the content fingerprints the run recorded first, so
+        rows of a frame or file changed since are refused, never shown. The
+        labels are the ones the source had at ``.hippo.source()`` (a pandas
+        frame whose index was replaced since is refused); a Dask source's rows
+        keep their partition's own labels, which may repeat across partitions.
+        A Dask run fingerprints only the source columns it read: other columns
+        are shown as the source holds them now. Rows of the result come from
+        the result frame while it is alive (``result.hippo.lineage``), checked
+        against the run's record.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``len(self)`` rows (the source's or the result's columns).
+
+        Raises
+        ------
+        SourceChangedError
+            The source frame or file is not the one the run read.
+        StaleResultError
+            The result frame was filtered, re-sorted or edited since compute().
+        ReplayError
+            Neither the frame nor a file is at hand (an in-memory source no
+            longer alive, a Lineage opened from the store): pass the data to
+            :meth:`frame_from`.
+        """
+        return self._context()._traced_rows(self.source, self.rows, None)
+
+    @property
+    def index(self) -> "pd.Index":
+        """The index labels of the traced rows (beside :attr:`rows`, their positions); see :attr:`frame`.
+
+        For a Dask source, the labels of each row's partition as read back:
+        Dask partitions' labels may repeat across partitions.
+        """
+        return self.frame.index
+
+    def frame_from(self, data: Any) -> "pd.DataFrame":
+        """The traced rows of ``data``: the frame the run read, passed back (see :attr:`frame`).
+
+        Parameters
+        ----------
+        data : pandas.DataFrame or dask.dataframe.DataFrame
+            For a source: the frame given to ``.hippo.source()`` (or one with
+            the same partitions and values); for the result: the frame
+            ``compute()`` returned. Checked against the run's record first.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The traced rows, every column, with ``data``'s index labels.
+
+        Examples
+        --------
+        >>> import pandas as pd, tempfile, hippo_dask as hippo
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}, index=[30, 10, 20])
+        >>> out = df.hippo.source("df").hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+        >>> out.hippo.lineage.backward(rows=[0], columns=["total"])["df"].frame_from(df)
+            k  x
+        30  a  1
+        20  a  3
+        """
+        return self._context()._traced_rows(self.source, self.rows, data)
+
+    def _context(self) -> "Lineage":
+        if self._lineage is None:
+            raise QueryError("this TraceSet is not attached to a run (it was made by hand, or unpickled), so it "
+                             "knows no frame to read its rows from; query the run again (hippo.open(store, run_id))")
+        return self._lineage
+
+    # ------------------------------------------------------------------ reprs
+    def _where(self) -> str:
+        """Which frame the positions are in, e.g. ``source 'events'`` or ``the result``."""
+        if self.source is not None:
+            return f"source {self.source!r}"
+        return "the result" if self._lineage is not None else "a frame"
+
+    def _in_partition_order(self) -> bool:
+        """Whether positions are row numbers in partition order (a Dask source)."""
+        return self._lineage is not None and self.source is not None and self._lineage._is_dask_source(self.source)
+
+    def _column_counts(self) -> list[tuple[str, int]]:
+        return [(c, len(self._by_column[c])) for c in self.columns]
+
     def __len__(self) -> int:
         return len(self.rows)
 
     def __repr__(self) -> str:
-        shown = ", ".join(map(str, self.rows[:8])) + (", ..." if len(self.rows) > 8 else "")
-        return f"TraceSet(rows=[{shown}] ({len(self.rows)}), cells={self.n_cells})"
+        lines = [f"TraceSet: {_count(len(self.rows), 'row')} of {self._where()}"
+                 + (f", at {_positions(self.rows)}" if len(self.rows) else "")]
+        counts = self._column_counts()
+        if counts:
+            listed = _listed([f"{c!r} ({_count(n, 'cell')})" for c, n in counts])
+            lines.append(f"  {_count(self.n_cells, 'cell')}, in {_count(len(counts), 'column')}: {listed}")
+        else:
+            lines.append("  0 cells")
+        if self._in_partition_order():
+            lines.append(f"  {_PARTITION_ORDER}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        counts = self._column_counts()
+        body = [[c, n] for c, n in counts[:_SHOWN]]
+        if len(counts) > _SHOWN:
+            body.append([f"... and {len(counts) - _SHOWN:,} more columns", sum(n for _, n in counts[_SHOWN:])])
+        parts = [f"<p><b>TraceSet</b>: {_count(len(self.rows), 'row')} of {escape(self._where())}"
+                 + (f", at {escape(_positions(self.rows))}" if len(self.rows) else "") + "; "
+                 f"{_count(self.n_cells, 'cell')} in {_count(len(counts), 'column')}</p>"]
+        if body:
+            parts.append(_html_table(["column", "cells"], body))
+        if self._in_partition_order():
+            parts.append(f"<p>{escape(_PARTITION_ORDER)}</p>")
+        return "<div>" + "".join(parts) + "</div>"
 
 
 class Trace(Mapping[str, TraceSet]):
-    """Backward lineage: source name -> :class:`TraceSet` of that source."""
+    """Backward lineage: source name -> :class:`TraceSet` of that source (every source, possibly empty).
+
+    Printed, it lists per source how many rows and cells the trace reaches.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, hippo_dask as hippo
+    >>> _ = hippo.set_store(tempfile.mkdtemp())
+    >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}).hippo.source("df")
+    >>> trace = df.hippo.groupby("k").agg(total=("x", "sum")).hippo.compute().hippo.lineage.backward(rows=[0])
+    >>> trace  # doctest: +ELLIPSIS
+    Trace: backward lineage in 1 source of run ...
+      'df': 2 rows (positions 0, 2); 4 cells in 2 columns: 'k', 'x'
+    """
 
     def __init__(self, sets: Mapping[str, TraceSet]) -> None:
         self._sets = dict(sets)
@@ -101,13 +281,71 @@ class Trace(Mapping[str, TraceSet]):
     def __len__(self) -> int:
         return len(self._sets)
 
+    def _run(self) -> str:
+        lineages = {id(ts._lineage): ts._lineage for ts in self._sets.values() if ts._lineage is not None}
+        return f" of run {next(iter(lineages.values())).run_id}" if len(lineages) == 1 else ""
+
+    @staticmethod
+    def _where(ts: TraceSet) -> str:
+        """The positions of one source's rows, as the reprs show them."""
+        if not len(ts.rows):
+            return ""
+        return _positions(ts.rows) + (" in partition order" if ts._in_partition_order() else "")
+
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k!r}: {v!r}" for k, v in self._sets.items())
-        return f"Trace({{{inner}}})"
+        lines = [f"Trace: backward lineage in {_count(len(self._sets), 'source')}{self._run()}"]
+        for name, ts in list(self._sets.items())[:_SHOWN]:
+            where = f" ({self._where(ts)})" if len(ts.rows) else ""
+            spread = ""
+            if ts.n_cells:
+                spread = f" in {_count(len(ts.columns), 'column')}: {_listed([repr(c) for c in ts.columns])}"
+            lines.append(f"  {name!r}: {_count(len(ts.rows), 'row')}{where}; {_count(ts.n_cells, 'cell')}{spread}")
+        if len(self._sets) > _SHOWN:
+            lines.append(f"  ... and {len(self._sets) - _SHOWN:,} more sources")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        body: list[list[Any]] = [[name, len(ts.rows), self._where(ts), ts.n_cells, _listed(ts.columns)]
+                                 for name, ts in list(self._sets.items())[:_SHOWN]]
+        if len(self._sets) > _SHOWN:
+            body.append([f"... and {len(self._sets) - _SHOWN:,} more sources", "", "", "", ""])
+        head = f"<p><b>Trace</b>: backward lineage in {_count(len(self._sets), 'source')}{escape(self._run())}</p>"
+        return "<div>" + head + _html_table(["source", "rows", "positions", "cells", "columns"], body) + "</div>"
 
 
-def _trace_set(rows: np.ndarray | None, cell_parts: list[tuple[np.ndarray, str]]) -> TraceSet:
-    """A TraceSet from per-column sorted unique rows; ``rows=None``: the rows of those cells."""
+_PARTITION_ORDER = "positions count rows in partition order (partition 0's rows first)"
+
+
+def _count(n: int, word: str) -> str:
+    """``1 row``, ``3 rows``, ``1,234 rows``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _listed(names: Sequence[str]) -> str:
+    """The first few names, comma-separated, and how many more there are."""
+    more = f", and {len(names) - _SHOWN:,} more" if len(names) > _SHOWN else ""
+    return ", ".join(names[:_SHOWN]) + more
+
+
+def _positions(rows: np.ndarray) -> str:
+    """``position 3``, ``positions 0, 5, 9``, or the first few and how many more."""
+    shown = ", ".join(str(int(r)) for r in rows[:_SHOWN])
+    more = f", ... ({len(rows) - _SHOWN:,} more)" if len(rows) > _SHOWN else ""
+    return f"position{'' if len(rows) == 1 else 's'} {shown}{more}"
+
+
+def _html_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+    """A plain HTML table, every value escaped."""
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _trace_set(rows: np.ndarray | None, cell_parts: list[tuple[np.ndarray, str]], lineage: "Lineage | None" = None,
+               source: str | None = None) -> TraceSet:
+    """A TraceSet from per-column sorted unique rows; ``rows=None``: the rows of those cells.
+
+    ``lineage`` and ``source`` say where the rows are (``source=None``: the result)."""
     by_column: dict[str, np.ndarray] = {}
     for part, column in cell_parts:
         part = part.astype(np.int64, copy=False)
@@ -117,7 +355,7 @@ def _trace_set(rows: np.ndarray | None, cell_parts: list[tuple[np.ndarray, str]]
             by_column[column] = _core.union_sorted([by_column[column], part])
     if rows is None:
         rows = _union_sorted(list(by_column.values()))
-    return TraceSet(rows.astype(np.int64, copy=False), by_column)
+    return TraceSet(rows.astype(np.int64, copy=False), by_column, lineage=lineage, source=source)
 
 
 def _union_sorted(parts: list[np.ndarray]) -> np.ndarray:
@@ -205,7 +443,8 @@ class Lineage:
     """The committed lineage of one run: answers backward and forward queries.
 
     Get one from a computed result (``result.hippo.lineage``) or from a store
-    (:func:`hippo_dask.open`).
+    (:func:`hippo_dask.open`). Printed (or shown in Jupyter), it lists the
+    run's facts: result rows and columns, sources, operations.
 
     Examples
     --------
@@ -267,8 +506,162 @@ class Lineage:
         """Rows in source ``name``."""
         return int(self._source(name)["rows"])
 
+    def _is_dask_source(self, name: str) -> bool:
+        """Whether source ``name`` was a Dask frame (its positions count rows in partition order)."""
+        return self._source(name).get("identity", {}).get("kind") == "dask"
+
+    def _source_kind(self, name: str) -> str:
+        """How a source was given, for the reprs: ``pandas``, ``dask, 4 partitions``, ``file /data/x.csv``."""
+        info = self._source(name)
+        identity = info.get("identity", {})
+        kind = str(identity.get("kind", "?"))
+        if kind == "dask":
+            kind += f", {_count(len(info.get('partition_rows', ())), 'partition')}"
+        file = identity.get("file")
+        if isinstance(file, dict):
+            paths = file.get("path") if isinstance(file.get("path"), list) else [file.get("path")]
+            kind += f", file {paths[0]}" + (f" and {len(paths) - 1:,} more" if len(paths) > 1 else "")
+        return kind
+
+    def _operations(self) -> list[str]:
+        """The run's operations in pipeline order, sources left out."""
+        return [node.op for node in self._order if node.op != "source"]
+
     def __repr__(self) -> str:
-        return f"Lineage(run_id={self.run_id!r}, rows={self.nrows}, sources={self.sources})"
+        sources = _listed([f"{name!r} ({_count(self.source_rows(name), 'row')}, {self._source_kind(name)})"
+                           for name in self.sources])
+        ops = self._operations()
+        return "\n".join([
+            f"Lineage of run {self.run_id} (store {self.store.url})",
+            f"  result: {_count(self.nrows, 'row')} x {_count(len(self.columns), 'column')}: "
+            f"{_listed([repr(c) for c in self.columns])}",
+            f"  {_count(len(self.sources), 'source')}: {sources}",
+            f"  {_count(len(ops), 'operation')}" + (f": {_listed(ops)}" if ops else ""),
+        ])
+
+    def _repr_html_(self) -> str:
+        body: list[list[Any]] = [[name, self.source_rows(name), self._source_kind(name)]
+                                 for name in self.sources[:_SHOWN]]
+        if len(self.sources) > _SHOWN:
+            body.append([f"... and {len(self.sources) - _SHOWN:,} more sources", "", ""])
+        return ("<div>"
+                f"<p><b>Lineage</b> of run <code>{escape(self.run_id)}</code> "
+                f"(store <code>{escape(self.store.url)}</code>)</p>"
+                + _html_table(["result rows", "result columns", "operations"],
+                              [[self.nrows, _listed(self.columns), _listed(self._operations())]])
+                + _html_table(["source", "rows", "kind"], body)
+                + "</div>")
+
+    def view(self, path: str | os.PathLike[str] | None = None, *, rows: int | Sequence[int] | np.ndarray | None = None,
+             columns: str | Sequence[str] | None = None, source: str | None = None,
+             source_rows: int | Sequence[int] | np.ndarray | None = None) -> str:
+        """Write one self-contained HTML page picturing this run, optionally with a trace across it.
+
+        A thin front for :func:`hippo_dask.view.write_view` (every argument is
+        passed on as it is; that function says what the page holds).
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Where to write the page (default: ``<run_id>.html`` in the current directory).
+        rows : int or sequence of int, optional
+            Result row positions whose backward trace to draw.
+        columns : str or sequence of str, optional
+            Result columns of that trace (default: whole rows).
+        source : str, optional
+            A source whose ``source_rows`` to trace forward.
+        source_rows : int or sequence of int, optional
+            Row positions in ``source``.
+
+        Returns
+        -------
+        str
+            The path of the page written.
+
+        Examples
+        --------
+        >>> import pandas as pd, tempfile, os, hippo_dask as hippo
+        >>> folder = tempfile.mkdtemp(); _ = hippo.set_store(os.path.join(folder, "store"))
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}).hippo.source("df")
+        >>> lin = df.hippo.groupby("k").agg(total=("x", "sum")).hippo.compute().hippo.lineage
+        >>> os.path.basename(lin.view(os.path.join(folder, "run.html"), rows=[0], columns=["total"]))
+        'run.html'
+        """
+        from .view import write_view
+
+        return write_view(self, path, rows=rows, columns=columns, source=source, source_rows=source_rows)
+
+    # ------------------------------------------------------------------ the rows themselves
+    def _traced_rows(self, source: str | None, rows: np.ndarray, data: Any = None) -> "pd.DataFrame":
+        """Rows ``rows`` of source ``source`` (None: the result) as a DataFrame; see :attr:`TraceSet.frame`.
+
+        ``data`` is the frame to take them from (checked against the run's
+        record); None: the source frame while it is alive, else its file read
+        again (the result: the result frame while it is alive).
+        """
+        import pandas as pd
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if source is None:
+            return self._result_rows(rows, data)
+        info = self._source(source)
+        if data is not None and not (isinstance(data, pd.DataFrame) or hasattr(data, "to_delayed")):
+            raise QueryError(f"frame_from: pass the frame source {source!r} was made from (a pandas or Dask "
+                             f"DataFrame), got {type(data).__name__}")
+        what = "TraceSet.frame"  # the messages below and from source_rows name the source
+        how = (f"pass the frame the run read: trace[{source!r}].frame_from(df) (a Dask source: the same partitions "
+               "and values)")
+        if data is None:
+            from .live_sources import frame_of
+
+            data = frame_of(info["node"], source)
+        if data is None:
+            file = info.get("identity", {}).get("file")
+            if file is None:
+                raise ReplayError(f"{what}: source {source!r} was an in-memory frame that is no longer alive in this "
+                                  f"process (or this Lineage was opened from the store), so its rows cannot be read "
+                                  f"back; {how}")
+            from .diagnose.replay import _read_file
+
+            data = _read_file(file, what=what, advice=how)
+        from .diagnose.replay import source_rows
+
+        return source_rows(source, info, data, rows, list(info["columns"]), what=what, allow_unchecked=True)
+
+    def _result_rows(self, rows: np.ndarray, data: Any) -> "pd.DataFrame":
+        """Result rows ``rows`` of ``data`` or of the result frame while it is alive, checked row for row."""
+        import pandas as pd
+
+        from .partition import result_fingerprint
+
+        what = f"TraceSet.frame (the result of run {self.run_id})"
+        parquet = self._manifest["result"].get("parquet")
+        if data is None:
+            data = self._result_frame() if self._result_frame is not None else None
+            if data is None and parquet:
+                raise ReplayError(f"{what}: the result was written to {parquet.get('path')} (to_parquet) and is not in "
+                                  "memory; result positions are rows in file-name order: "
+                                  f"pd.read_parquet({parquet.get('path')!r}).iloc[rows]")
+            if data is None:
+                raise ReplayError(f"{what}: the result frame is not at hand (it is no longer alive, or this Lineage was "
+                                  "opened from the store); pass the frame compute() returned: TraceSet.frame_from(result)")
+        if not isinstance(data, pd.DataFrame):
+            raise QueryError(f"frame_from: pass the result frame compute() returned (a pandas DataFrame), got "
+                             f"{type(data).__name__}")
+        recorded = self._manifest["result"].get("fingerprint")
+        if recorded is None:
+            raise ReplayError(f"{what}: the run recorded no row-order fingerprint of its result (a to_parquet run), "
+                              "so no frame can be checked to hold its rows in order; result positions are rows in "
+                              "file-name order of the parquet files")
+        missing = [c for c in self.columns if c not in data.columns]
+        if missing or list(result_fingerprint(data, self.columns)) != list(recorded):
+            raise StaleResultError(
+                f"{what}: this frame's rows are not the result as computed "
+                f"({'columns ' + str(missing) + ' are gone' if missing else 'rows were filtered, re-sorted or edited'}); "
+                "positions would name other rows. Pass the frame compute() returned, unchanged")
+        taken = data.iloc[rows][self.columns]
+        taken.attrs = {}  # not the result: its lineage handle must not ride along
+        return taken
 
     # ------------------------------------------------------------------ diagnosis
     def explain(self, row: int, column: str, *, sources: Mapping[str, Any] | None = None,
@@ -864,7 +1257,7 @@ class Lineage:
         sets = {}
         for name, (row_parts, cell_parts) in found.items():
             rows = None if ROW not in targets else _union_sorted(row_parts)
-            sets[name] = _trace_set(rows, cell_parts)
+            sets[name] = _trace_set(rows, cell_parts, self, name)
         return Trace(sets)
 
     def _backward_step(self, node: Node, k: int, t: SlotRows) -> SlotRows:
@@ -969,7 +1362,7 @@ class Lineage:
             rows = found[set_of_column[ROW]] if ROW in set_of_column else np.array([], dtype=np.int64)
         else:
             rows = _union_sorted([part for part, _ in cell_parts])
-        return _trace_set(rows, cell_parts)
+        return _trace_set(rows, cell_parts, self)
 
     def _spread_forward(self, node: Node, atoms: list[Atom], spread: Mapping[str, Any]) -> list[Atom]:
         """Output rows whose spread column a set of input rows fed: their group / window ids."""

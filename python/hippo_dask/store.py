@@ -25,12 +25,13 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Mapping
 
 import fsspec
 
 from . import _core
-from .errors import CorruptRunError, DecodeError, IncompleteRunError, RunNotFoundError
+from .errors import CorruptRunError, DecodeError, IncompleteRunError, RunNotFoundError, StoreError
 
 #: Written into every manifest. 2: group ids may be derived from a source file (a fragment then
 #: lacks them; see ``hippo_dask.partition.derive_key``), which a reader of 1 would call corrupt.
@@ -97,7 +98,8 @@ class Store:
     Parameters
     ----------
     url : str or path
-        Local directory (created on first write) or any fsspec URL.
+        Local directory (created on first write) or any fsspec URL. An existing
+        file is refused (:class:`~hippo_dask.errors.StoreError`).
 
     Examples
     --------
@@ -110,6 +112,11 @@ class Store:
     def __init__(self, url: str | os.PathLike[str]) -> None:
         self.url = _normalise(url)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        # Only local paths are checked: on object stores a key and a "folder" of the same name can
+        # coexist, and asking would cost a request every time a Store is made.
+        if "file" in _protocols(self.fs) and self.fs.isfile(self.root):
+            raise StoreError(f"{self.url} is a file, not a store: a store is a directory (created on first write) "
+                             "or an fsspec URL such as s3://bucket/lineage/; pass a folder")
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -160,6 +167,88 @@ class Store:
                     created = 0.0
             infos.append(RunInfo(run_id, created, MANIFEST in names, FAILED in names))
         return sorted(infos, key=lambda r: (r.created, r.run_id))
+
+    def gc(self, *, dry_run: bool = False, older_than: float | timedelta = timedelta(hours=1)) -> dict[str, str]:
+        """Remove failed runs, and incomplete runs nothing has been written to for ``older_than``.
+
+        A complete run (one with a manifest) is never removed. A run without a
+        manifest may still be computing, so it is removed only when the newest
+        file in its folder is older than ``older_than``: a compute writes its
+        folder when it starts and when it finishes, so choose ``older_than``
+        longer than your longest compute. A run whose files cannot be dated is
+        kept. Failed runs (a user function raised) are removed whatever their
+        age, so :func:`hippo_dask.debug` can no longer re-run them.
+
+        Lineage fragments and stored code (the store's ``fragments/`` and
+        ``code/`` folders) are kept: they are named by content and shared
+        between runs, and a run still computing may be using one that no
+        committed run names yet.
+
+        Parameters
+        ----------
+        dry_run : bool, default False
+            Only say what would be removed.
+        older_than : float (seconds) or datetime.timedelta, default 1 hour
+            How long an incomplete run must have gone without a write.
+
+        Returns
+        -------
+        dict of str to str
+            Run id -> why it was (or would be) removed, oldest run first.
+
+        Examples
+        --------
+        >>> import hippo_dask as hippo, tempfile
+        >>> store = hippo.Store(tempfile.mkdtemp())
+        >>> run_id = store.start_run()   # a run that never committed
+        >>> store.gc()                   # just started: it may still be computing
+        {}
+        >>> list(store.gc(older_than=0, dry_run=True).values())
+        ['incomplete: no manifest, nothing written for 0 min']
+        >>> list(store.gc(older_than=0)) == [run_id], store.runs()
+        (True, [])
+        """
+        limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 0:
+            raise StoreError(f"gc: older_than must be a duration of 0 or more (seconds or a timedelta), got {older_than!r}")
+        now = time.time()
+        removed: dict[str, str] = {}
+        for info in self.runs():
+            if info.complete:
+                continue
+            # Looked at again just before removing, so a run that committed since runs() listed it is kept.
+            path = posixpath.join(self.root, "runs", info.run_id)
+            entries = self.fs.find(path, withdirs=True, detail=True)
+            names = {posixpath.basename(p.rstrip("/")) for p in entries}
+            if MANIFEST in names:
+                continue
+            if FAILED in names:
+                reason = "failed: a user function raised"
+            else:
+                newest = self._newest_write(entries)
+                if newest is None or now - newest < limit:
+                    continue
+                reason = f"incomplete: no manifest, nothing written for {_duration(now - newest)}"
+            if not dry_run:
+                try:
+                    self.fs.rm(path, recursive=True)
+                except FileNotFoundError:  # another gc removed it meanwhile: gone all the same
+                    pass
+            removed[info.run_id] = reason
+        return removed
+
+    def _newest_write(self, entries: Mapping[str, Mapping[str, Any]]) -> float | None:
+        """When the newest of ``entries`` (fsspec ``find`` details) was written; None if a file cannot be dated."""
+        newest = None
+        for path, entry in entries.items():
+            try:
+                when = self.fs.modified(path).timestamp()
+            except (NotImplementedError, OSError, ValueError):
+                if entry.get("type") == "directory":  # object stores have no folders to date; their files tell
+                    continue
+                return None
+            newest = when if newest is None else max(newest, when)
+        return newest
 
     def fail_run(self, run_id: str, record: Mapping[str, Any], blobs: Mapping[str, bytes]) -> None:
         """Mark a run failed: its failure record (JSON) and the blobs it names (failing rows, code)."""
@@ -227,6 +316,19 @@ class Store:
             raise CorruptRunError(f"{url}: {exc}") from None
 
 
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` for a person: minutes up to two hours, then hours up to two days, then days."""
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
 _default_store: Store | None = None
 
 
@@ -234,7 +336,8 @@ def set_store(url: str | os.PathLike[str] | Store) -> Store:
     """Set where lineage is written from now on (default ``./.hippo`` or ``$HIPPO_STORE``).
 
     Set it before building a pipeline: sources remember the store they were
-    created with, and everything computed from them is written there.
+    created with, and everything computed from them is written there. A path
+    to an existing file is refused (:class:`~hippo_dask.errors.StoreError`).
 
     Examples
     --------

@@ -106,6 +106,9 @@ class _Explainer:
 
     def _aggregate(self, node: Node, slots: np.ndarray, column: str, weight: float) -> None:
         source_column, func = node.params["aggregations"][column]
+        if not isinstance(func, str):  # a function of the group's values: no share can be told apart
+            self._not_additive(node, slots, column, f"a function ({func.get('name')}) of the group's values")
+            return
         parent = node.inputs[0]
         positions, members = self._member_rows(node, slots)
         if not members:

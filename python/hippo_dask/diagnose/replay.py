@@ -206,7 +206,16 @@ class Rebuild:
 
     def _function(self, node: Node, key: str) -> Callable:
         """The user function of ``node`` (params[key] describes it): given, re-imported, or unpickled."""
-        described = node.params[key]
+        return self._find_function(node, node.params[key], lambda code: code["func"] if "func" in code else code["value"])
+
+    def _aggregations(self, node: Node) -> dict[str, tuple[str, Any]]:
+        """A group-by's named aggregations, its functions of a group's values found like a map's function."""
+        return {out: (column, func if isinstance(func, str) else
+                      self._find_function(node, func, lambda code, out=out: code["aggregations"][out]))
+                for out, (column, func) in node.params["aggregations"].items()}
+
+    def _find_function(self, node: Node, described: Mapping[str, Any], stored: Callable[[dict], Callable]) -> Callable:
+        """A function described in ``node``'s params: given, re-imported, or unpickled (``stored`` picks it from the code)."""
         name, module, token = described.get("name"), described.get("module"), described.get("token")
         for alias in (node.id, f"{module}.{name}", name):
             if alias in self.functions:
@@ -228,8 +237,7 @@ class Rebuild:
                                                    f"{module}.{name} changed since capture (its code, defaults, closure "
                                                    "or the globals it reads differ)"))
                 return func
-        code = self._stored_code(node)
-        return code["func"] if "func" in code else code["value"]
+        return stored(self._stored_code(node))
 
     def _value(self, node: Node, json_key: str, ok_key: str | None, code_key: str) -> Any:
         p = node.params
@@ -289,12 +297,8 @@ class Rebuild:
 
     def _read_subset(self, name: str, info: Mapping[str, Any], frame: Any, file: Mapping[str, Any] | None,
                      positions: np.ndarray) -> pd.DataFrame:
-        counts = np.asarray(info["partition_rows"], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         if frame is None:
             frame = _read_file(file)
-        needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
-        offsets = {int(i): positions[(positions >= starts[i]) & (positions < starts[i] + counts[i])] - starts[i] for i in needed}
         meta = frame._meta if hasattr(frame, "_meta") else frame.iloc[:0]
         # Only the columns the rows' values and existence depend on are read and checked; the
         # others are placeholders (never reaching a value the slice returns). Runs recorded
@@ -302,25 +306,7 @@ class Rebuild:
         per_column = info.get("partition_column_fingerprints")
         used = [c for c in meta.columns if c in self.columns.get(name, set(meta.columns))] if per_column else list(meta.columns)
         used = used or list(meta.columns[:1])
-        if per_column:
-            checks = [{c: per_column[i][c] for c in used} for i in range(len(counts))]
-        else:
-            checks = list(info["partition_fingerprints"])
-        if hasattr(frame, "to_delayed"):  # Dask: the workers read, check and cut the partitions holding needed rows
-            if frame.npartitions != len(counts):
-                raise SourceChangedError(f"replay: source {name!r} now has {frame.npartitions} partitions, the run read {len(counts)}")
-            import dask
-
-            delayed_parts = (frame[used] if len(used) < len(meta.columns) else frame).to_delayed()
-            pieces = list(dask.compute(*[dask.delayed(_take_checked)(delayed_parts[i], offsets[i], int(counts[i]),
-                                                                      checks[i], name, i) for i in offsets],
-                                       **self.compute_kwargs))
-        else:
-            if len(frame) != counts.sum():
-                raise SourceChangedError(f"replay: source {name!r} has {len(frame)} rows, the run read {int(counts.sum())}")
-            pieces = [_take_checked(frame.iloc[starts[i]:starts[i] + counts[i]][used], offsets[i], int(counts[i]), checks[i],
-                                    name, i) for i in offsets]
-        taken = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else meta[used].iloc[:0])
+        taken = source_rows(name, info, frame, positions, used, self.compute_kwargs)
         return _with_placeholders(taken, meta)
 
     # -- operations
@@ -419,7 +405,7 @@ class Rebuild:
             train, test = t.split(p["test_size"], p["seed"], p["by"])
             return test if p["side"] == "test" else train
         if op == "groupby":
-            return t.groupby_agg(p["keys"], {k: tuple(v) for k, v in p["aggregations"].items()}, p["dropna"])
+            return t.groupby_agg(p["keys"], self._aggregations(node), p["dropna"])
         if op == "transform":
             return t.groupby_transform(p["keys"], {k: tuple(v) for k, v in p["aggregations"].items()}, p["dropna"])
         if op == "ml_transform":
@@ -460,8 +446,71 @@ def _drop_local(part: pd.DataFrame, offsets: np.ndarray) -> pd.DataFrame:
     return part.iloc[np.flatnonzero(keep)]
 
 
+def source_rows(name: str, info: Mapping[str, Any], frame: Any, positions: np.ndarray, columns: Sequence[str],
+                compute_kwargs: Mapping[str, Any] | None = None, what: str = "replay",
+                allow_unchecked: bool = False) -> pd.DataFrame:
+    """Rows ``positions`` of source ``name``, columns ``columns``, after checking they are the rows the run read.
+
+    The one way hippo reads source rows back (a sliced replay, ``TraceSet.frame``).
+    ``frame`` is the source as a pandas or Dask frame (passed back, still alive, or
+    read again from its file); ``info`` is the source's entry in the run's manifest;
+    ``positions`` are sorted global row positions (partition 0's rows first). Only
+    the partitions that hold a wanted row are read (on Dask, the workers read, check
+    and cut them), and each is checked first: its row count, and the fingerprint of
+    every column of ``columns`` (for runs recorded without per-column fingerprints,
+    the whole partition's). A Dask run fingerprints only the source columns it read:
+    ``allow_unchecked=True`` also returns other columns, unchecked, as they are now
+    (otherwise such a column is refused). The rows keep the frame's index labels (a
+    Dask partition's own labels). ``what`` starts the error messages.
+
+    Raises
+    ------
+    SourceChangedError
+        The frame has other partitions or rows, a checked partition's content
+        differs, it lacks one of ``columns``, or (without ``allow_unchecked``) the
+        run recorded no fingerprint of one of them.
+    """
+    counts = np.asarray(info["partition_rows"], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    positions = np.asarray(positions, dtype=np.int64)
+    columns = list(columns)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SourceChangedError(f"{what}: source {name!r} lacks column(s) {missing} the run read")
+    per_column = info.get("partition_column_fingerprints")
+    if per_column:
+        read = columns
+        checks: list[Any] = [{c: fingerprints[c] for c in columns if c in fingerprints} for fingerprints in per_column]
+        unchecked = sorted({c for fingerprints in per_column for c in columns if c not in fingerprints})
+        if (unchecked and not allow_unchecked) or not all(checks):
+            raise SourceChangedError(f"{what}: source {name!r}: the run recorded no fingerprint of column(s) "
+                                     f"{unchecked[:10]} (it did not read them), so their rows cannot be checked")
+    else:  # an older run: one fingerprint of the whole partition, so every column is read to check it
+        read = list(frame.columns)
+        checks = list(info["partition_fingerprints"])
+    needed = np.unique(np.searchsorted(starts, positions, side="right") - 1) if len(positions) else np.array([], int)
+    offsets = {int(i): positions[(positions >= starts[i]) & (positions < starts[i] + counts[i])] - starts[i] for i in needed}
+    meta = frame._meta if hasattr(frame, "_meta") else frame.iloc[:0]
+    if hasattr(frame, "to_delayed"):  # Dask: the workers read, check and cut the partitions holding needed rows
+        if frame.npartitions != len(counts):
+            raise SourceChangedError(f"{what}: source {name!r} now has {frame.npartitions} partitions, the run read {len(counts)}")
+        import dask
+
+        delayed_parts = (frame[read] if len(read) < len(meta.columns) else frame).to_delayed()
+        pieces = list(dask.compute(*[dask.delayed(_take_checked)(delayed_parts[i], offsets[i], int(counts[i]),
+                                                                  checks[i], name, i, what) for i in offsets],
+                                   **dict(compute_kwargs or {})))
+    else:
+        if len(frame) != counts.sum():
+            raise SourceChangedError(f"{what}: source {name!r} has {len(frame)} rows, the run read {int(counts.sum())}")
+        pieces = [_take_checked(frame.iloc[starts[i]:starts[i] + counts[i]][read], offsets[i], int(counts[i]), checks[i],
+                                name, i, what) for i in offsets]
+    taken = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else meta[read].iloc[:0])
+    return taken if read == columns else taken[columns]
+
+
 def _take_checked(part: pd.DataFrame, offsets: np.ndarray, rows: int, fingerprint: Any, name: str,
-                  index: int) -> pd.DataFrame:
+                  index: int, what: str = "replay") -> pd.DataFrame:
     """Rows ``offsets`` of source partition ``index``, after checking it is the partition the run read.
 
     ``fingerprint`` is the whole partition's, or a dict of the fingerprints of the columns read.
@@ -473,7 +522,7 @@ def _take_checked(part: pd.DataFrame, offsets: np.ndarray, rows: int, fingerprin
     else:
         same = content_fingerprint(part) == fingerprint
     if len(part) != rows or not same:
-        raise SourceChangedError(f"replay: partition {index} of source {name!r} changed since capture")
+        raise SourceChangedError(f"{what}: partition {index} of source {name!r} changed since capture")
     return part.iloc[offsets]
 
 
@@ -514,16 +563,17 @@ class _ModelHolder:
         self.model = model
 
 
-def _read_file(file: Mapping[str, Any]) -> Any:
+def _read_file(file: Mapping[str, Any], what: str = "replay", advice: str = "pass the data with sources=") -> Any:
+    """A file source read again with its recorded reader and arguments (checking it is the caller's job)."""
     from ..readers import READERS
 
     if file["reader"] not in READERS:
-        raise ReplayError(f"replay: unknown reader {file['reader']!r} in the run record")
+        raise ReplayError(f"{what}: unknown reader {file['reader']!r} in the run record")
     module, function = READERS[file["reader"]]
     try:
         return getattr(importlib.import_module(module), function)(file["path"], **(file.get("kwargs") or {}))
     except FileNotFoundError as exc:
-        raise ReplayError(f"replay: the source file {file['path']} is gone ({exc}); pass the data with sources=") from None
+        raise ReplayError(f"{what}: the source file {file['path']} is gone ({exc}); {advice}") from None
 
 
 def _check_fingerprints(name: str, info: Mapping[str, Any], frame: Any, compute_kwargs: Mapping[str, Any]) -> None:
