@@ -345,3 +345,19 @@ def test_callable_aggregation_replays_and_explains(store):
     members = df.reset_index(drop=True).index[df.k.to_numpy() == out.k[0]].tolist()
     assert sorted(shares.row.tolist()) == members and shares.contribution.isna().all()
     assert shares.note.str.contains("not additive").all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rowwise_check_keeps_object_string_columns(store, backend):
+    """Reproducer (found by test_wide_dask drawing `where`): the row-wise check rebuilt columns with
+    assign / np.where, and pandas 3 inferred str for object columns of strings, so None became NaN
+    and a correct function was refused as reading more columns / not row-wise."""
+    df = pd.DataFrame({"g": pd.Series(["a", "a", "a", "a", None], dtype=object), "x": [0, 0, 0, 0, 1],
+                       "s": pd.Series(["p"] * 5, dtype="str")})
+    out = compute(tracked(backend, df, nparts=1).hippo.where(lambda p: p.x > 0), backend)
+    assert out.x.tolist()[-1] == 1 and out.g.isna().all() and out.s.tolist()[-1] == "p"
+    want = OracleFrame.source(df, "t")
+    cond = (df.x > 0).to_numpy()
+    for c in df.columns:
+        want = want.assign(c, lambda p, c=c: p[c].where(cond), reads=sorted({c, "x"}))
+    assert hippo_records(out) == oracle_records(want)

@@ -114,6 +114,10 @@ ROW_PRESERVING = ["filter", "filter_g", "assign", "dropna", "fillna", "replace",
 SHUFFLING = ["sort", "group", "group_back", "group_b", "merge_b", "merge_self", "concat_closures", "concat_filters",
              "concat_b"]
 STEPS = ROW_PRESERVING + SHUFFLING + ["dedupe"]
+#: pandas' own spellings (issue 10), drawn by test_wide_pandas / test_wide_dask: query, where, a
+#: filter by a boolean Series of the frame (pandas only), a group-by with a function of the group
+SPELLINGS = ["query", "where", "mask_filter", "group_callable"]
+SPELLING_SHUFFLES = ["group_callable"]
 
 step_params = st.tuples(
     st.sampled_from(HOWS),          # merge how
@@ -142,12 +146,19 @@ def _group_keys(o: OracleFrame, variant: int) -> list[str]:
     return ["g", "s"] if variant % 5 == 4 and "s" in o.df.columns else ["g"]
 
 
-def _group(t, o, ctx, col: str, dropna: bool, variant: int, same_names: bool = False):
+def value_range(values: pd.Series) -> float:
+    """A function of one group's values (a callable aggregation)."""
+    return values.max() - values.min()
+
+
+def _group(t, o, ctx, col: str, dropna: bool, variant: int, same_names: bool = False, callable_agg: bool = False):
     if not same_names:
         ctx["n"] += 1
     n = ctx["n"]
     keys = _group_keys(o, variant)
     named = {f"{col}_{f}{n}": (col, f) for f in AGG_SETS[variant % len(AGG_SETS)]}
+    if callable_agg:
+        named[f"{col}_range{n}"] = (col, value_range)
     if "y" in o.df.columns and col != "y" and variant % 2:
         named[f"y_max{n}"] = ("y", "max")
     return t.hippo.groupby(keys, dropna=dropna).agg(**named), o.groupby_agg(keys, named, dropna=dropna)
@@ -175,6 +186,18 @@ def apply_step(step: str, params, t, o: OracleFrame, ctx):
     if step == "filter" and col:
         pred = lambda p, c=col, th=th: p[c] > th  # noqa: E731
         return t.hippo.filter(pred), o.filter(pred)
+    if step == "query" and col:
+        return t.hippo.query(f"{col} > {th}"), o.filter(lambda p, c=col, th=th: p[c] > th)
+    if step == "mask_filter" and col and not ctx["dask_like"]:
+        return t.hippo.filter(t[col] > th), o.filter(lambda p, c=col, th=th: p[c] > th)
+    if step == "where" and col:
+        cond = (o.df[col] > th).to_numpy()  # of the values before any column is replaced
+        out = o
+        for c in cols:
+            out = out.assign(c, lambda p, c=c: p[c].where(cond), reads=sorted({c, col}))
+        return t.hippo.where(lambda p, c=col, th=th: p[c] > th), out
+    if step == "group_callable" and "g" in cols and col and not ctx["keep_x"]:
+        return _group(t, o, ctx, col, dropna, variant, callable_agg=True)
     if step == "filter_g" and "g" in cols:
         pred = lambda p: p.g.notna()  # noqa: E731
         return t.hippo.filter(pred), o.filter(pred)
@@ -291,7 +314,7 @@ def build(kind, a, b, steps, nparts: int | None, keep_x: bool = False, like_dask
            "dask_like": nparts is not None or like_dask}
     for step, params in steps:
         t, o = apply_step(step, params, t, o, ctx)
-        if ((nparts is not None or like_dask) and step in SHUFFLING) or step == "sort":
+        if ((nparts is not None or like_dask) and step in SHUFFLING + SPELLING_SHUFFLES) or step == "sort":
             # which of equal rows comes first is not defined (Dask shuffles; a sort need not be
             # stable): drop_duplicates may keep another, equally right, row than the oracle
             ctx["order_defined"] = False
@@ -321,7 +344,7 @@ def _diff(got, want) -> str:
 
 
 @settings(max_examples=_n(2.0), **SETTINGS)
-@given(src=sources(), steps=steps_of(STEPS))
+@given(src=sources(), steps=steps_of(STEPS + SPELLINGS))
 def test_wide_pandas(store, src, steps):
     kind, a, b = src
     t, o, _ = build(kind, a, b, steps, None)
@@ -329,7 +352,7 @@ def test_wide_pandas(store, src, steps):
 
 
 @settings(max_examples=_n(1.0), **SETTINGS)
-@given(src=sources(), steps=steps_of(STEPS, max_size=4), nparts=st.integers(1, 4))
+@given(src=sources(), steps=steps_of(STEPS + SPELLINGS, max_size=4), nparts=st.integers(1, 4))
 def test_wide_dask(store, src, steps, nparts):
     """Dask against the oracle, and against pandas for the same pipeline."""
     kind, a, b = src

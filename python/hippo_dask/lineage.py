@@ -139,8 +139,8 @@ class TraceSet:
         labels are the ones the source had at ``.hippo.source()`` (a pandas
         frame whose index was replaced since is refused); a Dask source's rows
         keep their partition's own labels, which may repeat across partitions.
-        A Dask run fingerprints only the source columns it read: other columns
-        are shown as the source holds them now. Rows of the result come from
+        A Dask run fingerprints only the source columns it read: the frame
+        holds those columns (the others could have changed since, unchecked). Rows of the result come from
         the result frame while it is alive (``result.hippo.lineage``), checked
         against the run's record.
 
@@ -626,7 +626,11 @@ class Lineage:
             data = _read_file(file, what=what, advice=how)
         from .diagnose.replay import source_rows
 
-        return source_rows(source, info, data, rows, list(info["columns"]), what=what, allow_unchecked=True)
+        # Only columns whose values the run fingerprinted can be checked: a Dask run records the columns
+        # it read, and the others may have changed since, so they are left out rather than shown unchecked.
+        per_column = info.get("partition_column_fingerprints")
+        columns = [c for c in info["columns"] if not per_column or all(c in fp for fp in per_column)]
+        return source_rows(source, info, data, rows, columns, what=what)
 
     def _result_rows(self, rows: np.ndarray, data: Any) -> "pd.DataFrame":
         """Result rows ``rows`` of ``data`` or of the result frame while it is alive, checked row for row."""

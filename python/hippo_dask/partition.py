@@ -527,12 +527,10 @@ def verify_rowwise(user: pd.DataFrame, apply: Callable[[pd.DataFrame], Any], ful
     scrambled = sub
     if unread and len(sub) > 1:
         shift = np.roll(np.arange(len(sub)), 1)
-        if sub.columns.is_unique:  # every row moved down one, then the read columns put back: the same frame, fewer steps
-            scrambled = sub.iloc[shift].set_axis(sub.index, axis=0)
-            scrambled = scrambled.assign(**{c: sub[c].array for c in sub.columns if c not in unread})
-        else:
-            moved = sub[unread].iloc[shift].set_axis(sub.index, axis=0)
-            scrambled = pd.concat([sub.drop(columns=unread), moved], axis=1)[list(sub.columns)]
+        # the unread columns moved down one row, joined back by position: every column keeps its dtype
+        # (putting values back with assign lets pandas infer a new one: object strings became str)
+        moved = sub[unread].iloc[shift].set_axis(sub.index, axis=0)
+        scrambled = pd.concat([sub.drop(columns=unread), moved], axis=1)[list(sub.columns)]
     try:
         ok = _same(apply(scrambled), expected)
     except Exception:  # noqa: BLE001 - scrambled columns it reads may break it: decided below
@@ -565,7 +563,8 @@ def _take(values: Any, positions: np.ndarray) -> Any:
 
 def _where(mask: np.ndarray, new: pd.Series, old: pd.Series) -> pd.Series:
     if isinstance(old.dtype, np.dtype) and new.dtype == old.dtype:  # plain numpy values: no setitem machinery
-        return pd.Series(np.where(mask, new.to_numpy(), old.to_numpy()), index=old.index, name=old.name)
+        # dtype= kept explicitly: from an object array of strings pandas would infer str
+        return pd.Series(np.where(mask, new.to_numpy(), old.to_numpy()), index=old.index, name=old.name, dtype=old.dtype)
     out = old.copy()
     out.iloc[np.flatnonzero(mask)] = new.iloc[np.flatnonzero(mask)].to_numpy()
     return out
