@@ -316,8 +316,10 @@ class Tracked:
                 raise ColumnError(f"assign: column names must be strings not starting with {HIDDEN_PREFIX!r}, got {name!r}")
             if isinstance(value, (pd.Series, pd.DataFrame, np.ndarray, list)) or is_dask(value):
                 raise LineageError(
-                    f"assign {name}=: pass a callable (lambda p: ...) or a scalar, not a {type(value).__name__}; "
-                    "values computed outside hippo carry no lineage"
+                    f"assign {name}=: pass a callable (lambda p: ...) or a scalar, not a {type(value).__name__}: "
+                    "values computed outside hippo carry no lineage (hippo cannot see which cells made them). Write "
+                    f"the same expression on the frame it is given: assign({name}=lambda p: p.x * 2) for "
+                    f"assign({name}=df.x * 2)"
                 )
         declared = as_lineage_type(lineage, "assign")
         # one node per column, in order, as pandas evaluates them: each is checked on its own
