@@ -805,6 +805,41 @@ class HippoAccessor:
         """The first ``n`` rows, as a tracked frame (lazy for Dask)."""
         return _expose(self._t("head").head(n))
 
+    def apply(self, func: Callable[..., Any], axis: int | str = 0, name: str | None = None,
+              reads: Sequence[str] | None = None, args: tuple = (), **kwargs: Any) -> Any:
+        """``func(row)`` for every row, as ``DataFrame.apply(func, axis=1)``, added as column ``name``.
+
+        pandas returns the values as a Series (``df.assign(c=df.apply(func,
+        axis=1))``); hippo adds them to the frame: ``df.hippo.apply(func,
+        axis=1, name="c")``. Each value traces to the cells of its row that
+        ``func`` reads: found by calling it on a few rows that record which
+        fields it looks up (``row["x"]``, ``row.x``, ``row.get("x")``), all
+        columns when that cannot tell (the function calls row methods), or
+        ``reads=``; then checked on every partition like any row-wise function.
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"a": [1, 2], "b": [3, 4], "c": [5, 6]}).hippo.source("df")
+        >>> out = df.hippo.apply(lambda row: row["a"] * 10 + row.b, axis=1, name="ab").hippo.compute()
+        >>> out.ab.tolist(), out.hippo.lineage.backward(rows=[1], columns=["ab"])["df"].cells.column.tolist()
+        ([13, 24], ['a', 'b'])
+        """
+        from .lin import Rowwise
+
+        if axis not in (1, "columns"):
+            raise LineageError("apply: only axis=1 (one call per row) is supported; for a function of each column use "
+                               "df.hippo.assign(x=lambda p: f(p.x)), or df.hippo.map(func) for the whole frame")
+        if not isinstance(name, str):
+            raise LineageError("apply(func, axis=1): name the new column, e.g. df.hippo.apply(func, axis=1, name='c') "
+                               "(pandas returns the values as a Series: df.assign(c=df.apply(func, axis=1)))")
+        tracked = self._t("apply")
+        if reads is None:
+            reads = _row_reads(func, tracked._probe(), args, kwargs)
+        row_apply = _RowApply(func, tuple(args), dict(kwargs), reads)
+        return _expose(tracked.assign(lineage=Rowwise(reads=reads) if reads is not None else None, **{name: row_apply}))
+
     def tail(self, n: int = 5) -> Any:
         """The last ``n`` rows, as a tracked frame (pandas; on Dask, sort the other way and take :meth:`head`)."""
         return _expose(self._t("tail").tail(n))
@@ -1062,6 +1097,80 @@ def _query_names(expr: str, columns: Sequence[str]) -> tuple[list[str] | None, l
     return sorted((names | set(quoted)) & set(columns)), variables
 
 
+class _RowApply:
+    """``frame.apply(func, axis=1)`` as an assign's callable, picklable; an empty frame gives an empty column.
+
+    With ``reads`` (declared, or found on a few rows), every row is also looked at
+    once through a :class:`_RecordingRow`: a row whose branch reads another field
+    (``row.a if row.flag else row.b``) is refused, so a read that a sample of rows
+    does not show can never go unreported.
+    """
+
+    def __init__(self, func: Callable, args: tuple, kwargs: Mapping[str, Any], reads: Sequence[str] | None) -> None:
+        self.func, self.args, self.kwargs = func, args, dict(kwargs)
+        self.reads = None if reads is None else frozenset(reads)
+
+    def __call__(self, frame: pd.DataFrame) -> Any:
+        if len(frame) == 0:
+            return pd.Series([], index=frame.index, dtype=object)
+        if self.reads is not None:
+            self._check_reads(frame)
+        return frame.apply(self.func, axis=1, args=self.args, **self.kwargs)
+
+    def _check_reads(self, frame: pd.DataFrame) -> None:
+        for i, record in enumerate(frame.to_dict("records")):
+            seen: set[str] = set()
+            try:
+                self.func(_RecordingRow(record, seen), *self.args, **self.kwargs)
+            except Exception as exc:  # noqa: BLE001 - decided here: hippo cannot see what this row reads
+                raise LineageError(
+                    f"apply: cannot tell which fields the function reads on row {i} of the partition (looking them up "
+                    f"raised {type(exc).__name__}: {exc}); pass reads=[...] with every column it may read, or "
+                    "reads=list(df.columns)") from None
+            extra = sorted(c for c in seen - self.reads if c in frame.columns)
+            if extra:
+                raise LineageError(f"apply: on row {i} of the partition the function reads {extra}, outside its reads "
+                                   f"{sorted(self.reads)}; pass reads=[...] with every column it may read")
+
+    def __repr__(self) -> str:
+        return f"apply({getattr(self.func, '__name__', self.func)!r}, axis=1)"
+
+
+class _RecordingRow(dict):
+    """A row as a dict that notes which fields are looked up (by key, attribute or ``get``)."""
+
+    def __init__(self, values: Mapping[str, Any], seen: set[str]) -> None:
+        super().__init__(values)
+        self._seen = seen
+
+    def __getitem__(self, key: Any) -> Any:
+        self._seen.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._seen.add(key)
+        return super().get(key, default)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key not in self:
+            raise AttributeError(key)
+        self._seen.add(key)
+        return super().__getitem__(key)
+
+
+def _row_reads(func: Callable, probe: pd.DataFrame, args: tuple, kwargs: Mapping[str, Any]) -> list[str] | None:
+    """Fields ``func(row)`` looks up on a few real rows; None when it does anything else with the row."""
+    seen: set[str] = set()
+    if len(probe) == 0:
+        return None
+    try:
+        for record in probe.head(8).to_dict("records"):
+            func(_RecordingRow(record, seen), *args, **kwargs)
+    except Exception:  # noqa: BLE001 - a Series method or anything else: hippo cannot tell, so every column
+        return None
+    return sorted(c for c in seen if c in probe.columns)
+
+
 class _Where:
     """One column of ``frame.where(cond(frame), other)`` (or ``mask``), picklable."""
 
@@ -1102,8 +1211,6 @@ class _Clip:
 
 # pandas methods hippo does not take (yet), with the nearest spelling it does take
 _NEAREST = {
-    "apply": "use df.hippo.assign(out=lambda p: p.apply(func, axis=1)) (a new column, row-wise, checked) or "
-             "df.hippo.map(func) for whole partitions",
     "set_index": "hippo results are positioned rows (their labels carry no lineage): keep the column and call "
                  "result.set_index(...) after compute()",
     "reset_index": "row labels carry no lineage and compute() numbers the result's rows 0..n-1; keep values you "
