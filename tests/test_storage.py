@@ -41,8 +41,10 @@ def test_tables_round_trip_exactly(n, groups, seed, noise):
         assert np.array_equal(back[k], v), k
     # tables are chosen only where they are smaller (container headers aside)
     assert len(_core.encode_fragment(packed)) <= len(_core.encode_fragment(arrays)) + 64
-    if not np.array_equal(broken, per_group[(gid + 3) // 7]):
-        assert "__hippo_b:lo" in packed  # an array that is not a function of the key stays per row
+    # an array that is not a function of the key stays per row (a changed row alone in its group
+    # still is one: found by hypothesis, n=124, groups=37, seed=2451851, noise=1)
+    if any(len(np.unique(broken[gid == g])) > 1 for g in np.unique(gid)):
+        assert "__hippo_b:lo" in packed
 
 
 def test_a_large_dependent_array_becomes_a_table():

@@ -254,7 +254,6 @@ def check_nodes(lineage: "Lineage") -> dict[str, Node]:
 def recorded(lineage: "Lineage", node: Node) -> Recorded:
     """Read every fragment a check node wrote in ``lineage``'s run (checksums verified)."""
     from .lineage import SlotRows
-    from .store import _join
 
     directory = lineage.store.fragment_dir(node.id)
     counts = lineage._slot_source_counts(node)
@@ -263,7 +262,7 @@ def recorded(lineage: "Lineage", node: Node) -> Recorded:
     columns: list[list[np.ndarray]] = [[] for _ in node.slots]
     fragments, positions, texts = [], [], ([] if node.op == "validate" else None)
     for f, name in enumerate(names):
-        url = _join(directory, name)
+        url = lineage.store.child(directory, name, "check fragment")
         arrays = lineage.store.read_fragment(url, name.split(".")[0])
         n = len(arrays.get(POSITION, ()))
         if any(k not in arrays or len(arrays[k]) != n for k in keys) or (texts is not None and TEXT not in arrays):

@@ -963,13 +963,13 @@ class Lineage:
         rows = []
         result_frags = self._manifest["result"]["fragments"]
         rows.append({"node": self._result.id, "op": "result", "fragments": len(result_frags),
-                     "rows": int(self.nrows), "bytes": sum(int(f.get("bytes") or size(_join(run_dir, f["path"])))
+                     "rows": int(self.nrows), "bytes": sum(int(f.get("bytes") or size(self.store.child(run_dir, f["path"])))
                                                           for f in result_frags)})
         for node_id, names in self._manifest.get("group_fragments", {}).items():
             node = self._nodes.get(node_id)
             directory = self.store.fragment_dir(node_id)
             rows.append({"node": node_id, "op": node.op if node is not None else "?", "fragments": len(names),
-                         "rows": None, "bytes": sum(size(_join(directory, name)) for name in names)})
+                         "rows": None, "bytes": sum(size(self.store.child(directory, name)) for name in names)})
         manifest_bytes = size(_join(run_dir, "manifest.json"))
         table = pd.DataFrame(rows).sort_values("bytes", ascending=False, kind="stable")
         total = {"node": "", "op": "total", "fragments": int(table["fragments"].sum()), "rows": None,
@@ -1060,7 +1060,7 @@ class Lineage:
             values = np.empty((int(self.nrows), len(slots)), dtype=np.int64, order="F")
             start = 0
             for frag in frags:
-                url = _join(run_dir, frag["path"])
+                url = self.store.child(run_dir, frag["path"], "result fragment")
                 arrays = self.store.read_fragment(url, frag["checksum"])
                 for key, spec in self._derived_result.items():
                     source_slot = arrays.get(hidden(spec["slot"]))
@@ -1088,7 +1088,7 @@ class Lineage:
             source_counts = self._slot_source_counts(parent)
             fragments = []
             for name in self._manifest["group_fragments"].get(node.id, []):
-                url = _join(directory, name)
+                url = self.store.child(directory, name, "membership fragment")
                 arrays = self.store.read_fragment(url, name.split(".")[0])
                 if GROUP_ID + DERIVED in arrays:
                     spec = self._derived_members.get(node.id)

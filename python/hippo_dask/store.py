@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import secrets
 import time
 import uuid
@@ -39,6 +40,8 @@ FORMAT_VERSION = 2
 #: Manifest versions this hippo_dask reads (1: every group id stored).
 READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
+#: A manifest holds the operator DAG and fragment names, never per-row data: far below this.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 STARTED = "started.json"
 #: Written instead of a manifest when a user function failed (see hippo_dask.debug).
 FAILED = "failed.json"
@@ -49,6 +52,20 @@ def _normalise(url: str | os.PathLike[str]) -> str:
     if "://" not in url:  # a local path: absolute, so worker processes agree on it
         url = os.path.abspath(os.path.expanduser(url))
     return url.rstrip("/") or "/"
+
+
+#: What a run id, node id or file name inside a store may be: one path component, never "." or
+#: "..", no separator, so nothing a caller or a manifest names can reach outside the store.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+
+
+def safe_name(name: Any, what: str) -> str:
+    """``name`` if it is one plain path component (see ``_SAFE_NAME``); a :class:`StoreError` otherwise."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise StoreError(f"{what} {name!r} is not a name inside a store (letters, digits, '_', '-' and '.', at most "
+                         "200, not starting with '.' and without '..'): a mistyped id, or a damaged or crafted "
+                         "manifest; nothing outside the store is read or written")
+    return name
 
 
 def _join(base: str, *parts: str) -> str:
@@ -129,14 +146,28 @@ class Store:
 
     # -- paths
     def fragment_dir(self, node_id: str) -> str:
-        return _join(self.url, "fragments", node_id)
+        return _join(self.url, "fragments", safe_name(node_id, "node id"))
 
     def code_dir(self, node_id: str) -> str:
         """Where a node's replay copies live (pickled functions, values, fitted estimators), apart from lineage."""
-        return _join(self.url, "code", node_id)
+        return _join(self.url, "code", safe_name(node_id, "node id"))
 
     def run_dir(self, run_id: str) -> str:
-        return _join(self.url, "runs", run_id)
+        return _join(self.url, "runs", safe_name(run_id, "run id"))
+
+    def child(self, directory: str, name: str, what: str = "file name") -> str:
+        """``directory/name`` for a ``name`` read from a manifest, checked to be one plain component."""
+        return _join(directory, safe_name(name, what))
+
+    def check_inside(self, url: str) -> None:
+        """Refuse ``url`` when, in a local store, it resolves (through symbolic links) outside the store."""
+        if "file" not in _protocols(self.fs):
+            return  # object stores have no links: a checked name stays under the store's prefix
+        root = os.path.realpath(self.root)
+        target = os.path.realpath(fsspec.core.url_to_fs(url)[1])
+        if os.path.commonpath([root, target]) != root:
+            raise StoreError(f"{url} resolves to {target}, outside the store {root} (a symbolic link?): refused; "
+                             "a store's files must live inside it")
 
     # -- runs
     def start_run(self) -> str:
@@ -158,6 +189,8 @@ class Store:
         infos = []
         for entry in self.fs.ls(base, detail=False):
             run_id = posixpath.basename(entry.rstrip("/"))
+            if not _SAFE_NAME.fullmatch(run_id) or ".." in run_id or not self.fs.isdir(entry):
+                continue  # not a run hippo made (a stray file, an odd name): not listed, never opened
             names = {posixpath.basename(p) for p in self.fs.ls(entry, detail=False)}
             created = 0.0
             if STARTED in names:
@@ -269,7 +302,7 @@ class Store:
             known = [r.run_id for r in self.runs() if r.failed]
             raise RunNotFoundError(f"run {run_id!r} in {self.url} is not a failed run; failed runs here: {known[-5:] or 'none'}")
         record = json.loads(read_bytes(_join(run_dir, FAILED)))
-        blobs = {key: read_bytes(_join(run_dir, name)) for key, name in record.get("blobs", {}).items()}
+        blobs = {key: read_bytes(self.child(run_dir, name)) for key, name in record.get("blobs", {}).items()}
         blobs.setdefault("code", b"")
         return record, blobs
 
@@ -291,10 +324,17 @@ class Store:
                 f"run {run_id!r} in {self.url} has no manifest: it was killed or is still running, "
                 "so it cannot answer queries; compute the pipeline again"
             )
+        self.check_inside(manifest_url)
+        size = fs.size(posixpath.join(path, MANIFEST))
+        if size is not None and size > MAX_MANIFEST_BYTES:
+            raise CorruptRunError(f"{manifest_url}: the manifest is {size:,} bytes, more than the {MAX_MANIFEST_BYTES:,} "
+                                  "any run writes (the ids are in fragments, not here): damaged or not hippo's")
         try:
             manifest = json.loads(read_bytes(manifest_url))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CorruptRunError(f"{manifest_url}: the manifest is not valid JSON ({exc})") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise CorruptRunError(f"{manifest_url}: the manifest is not valid JSON ({type(exc).__name__}: {exc})") from None
+        if not isinstance(manifest, dict):
+            raise CorruptRunError(f"{manifest_url}: the manifest is not a JSON object (got {type(manifest).__name__})")
         if manifest.get("format_version") not in READ_VERSIONS:
             raise CorruptRunError(
                 f"{manifest_url}: format version {manifest.get('format_version')!r}, this hippo_dask reads "
@@ -304,6 +344,7 @@ class Store:
 
     def read_fragment(self, url: str, checksum: str | None = None) -> dict[str, Any]:
         """Decode one fragment, checking it against the checksum the manifest recorded."""
+        self.check_inside(url)
         try:
             data = read_bytes(url)
         except FileNotFoundError:

@@ -197,7 +197,8 @@ class Rebuild:
 
         from ..ml import checksum
 
-        url = _join(self.lineage.store.code_dir(node.id), record["path"])
+        url = self.lineage.store.child(self.lineage.store.code_dir(node.id), record["path"], "stored code")
+        self.lineage.store.check_inside(url)
         blob = read_bytes(url)
         if checksum(blob) != record["checksum"]:
             raise ReplayError(f"replay: {url} does not match its recorded checksum; the stored code is damaged")
@@ -256,7 +257,8 @@ class Rebuild:
         import pickle
 
         record = node.params["model"]
-        url = _join(self.lineage.store.code_dir(node.id), record["path"])
+        url = self.lineage.store.child(self.lineage.store.code_dir(node.id), record["path"], "stored code")
+        self.lineage.store.check_inside(url)
         blob = read_bytes(url)
         from ..ml import checksum
 

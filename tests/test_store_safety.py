@@ -1,0 +1,128 @@
+"""A store is data that can be shared: ids and names taken from a caller or a manifest cannot reach
+outside it (issue 11). Traversal, absolute paths, symbolic links in a local store, oversized and
+malformed manifests: each a clear error, and nothing outside the store is read."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+import hippo_dask as hippo
+from hippo_dask.errors import CorruptRunError, StoreError
+
+
+def committed(store_path) -> tuple[hippo.Store, str]:
+    store = hippo.set_store(store_path)
+    df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]})
+    out = df.hippo.source("df").hippo.groupby("k").agg(total=("x", "sum")).hippo.compute()
+    return store, out.hippo.lineage.run_id
+
+
+def edit_manifest(store: hippo.Store, run_id: str, edit) -> None:
+    path = os.path.join(store.root, "runs", run_id, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    edit(manifest)
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+
+
+@pytest.mark.parametrize("run_id", ["../../elsewhere", "..", "/etc", "a/b", "runs/../x", ".hidden", "", "x" * 300, 7])
+def test_run_ids_cannot_leave_the_store(tmp_path, run_id):
+    store, _ = committed(tmp_path / "store")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(StoreError, match="not a name inside a store"):
+        hippo.open(store, run_id)
+
+
+def test_fragment_names_from_a_manifest_cannot_leave_the_store(tmp_path):
+    store, run_id = committed(tmp_path / "store")
+    secret = tmp_path / "secret.hippo"
+    secret.write_bytes(b"not yours")
+
+    def traverse(m):
+        m["result"]["fragments"][0]["path"] = "../../../secret.hippo"
+    edit_manifest(store, run_id, traverse)
+    with pytest.raises(StoreError, match="result fragment '../../../secret.hippo' is not a name inside a store"):
+        hippo.open(store, run_id).backward(rows=[0])
+
+    def absolute(m):
+        m["result"]["fragments"][0]["path"] = str(secret)
+    edit_manifest(store, run_id, absolute)
+    with pytest.raises(StoreError, match="not a name inside a store"):
+        hippo.open(store, run_id).backward(rows=[0])
+
+
+def test_node_ids_from_a_manifest_cannot_leave_the_store(tmp_path):
+    store, run_id = committed(tmp_path / "store")
+
+    def traverse(m):
+        groups = m["group_fragments"]
+        node = next(iter(groups))
+        groups["../../" + node] = groups.pop(node)
+        for n in m["nodes"]:
+            if n["id"] == node:
+                n["id"] = "../../" + node
+        for n in m["nodes"]:
+            n["inputs"] = ["../../" + node if i == node else i for i in n.get("inputs", [])]
+    edit_manifest(store, run_id, traverse)
+    with pytest.raises((StoreError, CorruptRunError)):
+        hippo.open(store, run_id).backward(rows=[0], columns=["total"])
+
+
+def test_symbolic_links_out_of_a_local_store_are_refused(tmp_path):
+    store, run_id = committed(tmp_path / "store")
+    lin = hippo.open(store, run_id)
+    name = lin.manifest["result"]["fragments"][0]["path"]
+    fragment = os.path.join(store.root, "runs", run_id, name)
+    outside = tmp_path / "outside.hippo"
+    os.replace(fragment, outside)  # the same bytes, now outside the store, reached through a link
+    os.symlink(outside, fragment)
+    with pytest.raises(StoreError, match="outside the store"):
+        hippo.open(store, run_id).backward(rows=[0])
+    # a link that stays inside the store is fine
+    os.remove(fragment)
+    inside = os.path.join(store.root, "runs", run_id, "moved.hippo")
+    os.replace(outside, inside)
+    os.symlink(inside, fragment)
+    assert hippo.open(store, run_id).backward(rows=[0])["df"].rows.tolist() == [0, 2]
+
+
+def test_a_manifest_linked_from_outside_is_refused(tmp_path):
+    store, run_id = committed(tmp_path / "store")
+    manifest = os.path.join(store.root, "runs", run_id, "manifest.json")
+    outside = tmp_path / "manifest.json"
+    os.replace(manifest, outside)
+    os.symlink(outside, manifest)
+    with pytest.raises(StoreError, match="outside the store"):
+        hippo.open(store, run_id)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{", "\"just a string\"", "[" * 100000 + "]" * 100000, "{\"nodes\": 3}"])
+def test_malformed_manifests_are_clear_errors(tmp_path, text):
+    store, run_id = committed(tmp_path / "store")
+    with open(os.path.join(store.root, "runs", run_id, "manifest.json"), "w") as f:
+        f.write(text)
+    with pytest.raises(CorruptRunError, match="manifest"):
+        hippo.open(store, run_id).backward(rows=[0])
+
+
+def test_an_oversized_manifest_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    store, run_id = committed(tmp_path / "store")
+    monkeypatch.setattr("hippo_dask.store.MAX_MANIFEST_BYTES", 100)
+    with pytest.raises(CorruptRunError, match="more than the 100"):
+        hippo.open(store, run_id)
+
+
+def test_stray_entries_in_runs_are_not_listed(tmp_path):
+    store, run_id = committed(tmp_path / "store")
+    runs = os.path.join(store.root, "runs")
+    os.makedirs(os.path.join(runs, "..odd"))
+    with open(os.path.join(runs, "notes.txt"), "w") as f:
+        f.write("x")
+    assert [r.run_id for r in store.runs()] == [run_id]
+    assert store.gc(older_than=0) == {}
+    assert hippo.open(store).run_id == run_id
