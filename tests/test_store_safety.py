@@ -126,3 +126,55 @@ def test_stray_entries_in_runs_are_not_listed(tmp_path):
     assert [r.run_id for r in store.runs()] == [run_id]
     assert store.gc(older_than=0) == {}
     assert hippo.open(store).run_id == run_id
+
+
+# ---------------------------------------------------------------------- housekeeping cannot hurt a live run
+
+
+def test_gc_leaves_a_run_that_is_still_computing(tmp_path, monkeypatch):
+    """A compute longer than gc's older_than keeps its run: the lease is rewritten while it runs."""
+    import threading
+    import time
+
+    import dask.dataframe as dd
+
+    monkeypatch.setattr("hippo_dask.store.LEASE_SECONDS", 0.05)
+    store = hippo.set_store(tmp_path / "store")
+    df = dd.from_pandas(pd.DataFrame({"k": list("abcabc"), "x": range(6)}), npartitions=3)
+
+    def slow(p):
+        time.sleep(0.4)
+        return p
+
+    t = df.hippo.source("df").hippo.map(slow, reads=[], writes=[]).hippo.groupby("k").agg(s=("x", "sum"))
+    removed: list[dict] = []
+    stop = threading.Event()
+
+    def collector():
+        while not stop.is_set():
+            removed.append(store.gc(older_than=0.3))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=collector)
+    thread.start()
+    try:
+        out = t.hippo.compute(scheduler="sync")
+    finally:
+        stop.set()
+        thread.join()
+    assert not any(removed), removed
+    assert sorted(out.s) == [3, 5, 7]
+    assert hippo.open(store, out.hippo.lineage.run_id).backward(rows=[0], columns=["s"])["df"].rows.size == 2
+
+
+def test_a_lease_stops_with_its_block(tmp_path):
+    import time
+
+    store = hippo.Store(tmp_path / "store")
+    run_id = store.start_run()
+    with store.lease(run_id, every=0.05):
+        time.sleep(0.5)
+        assert store.gc(older_than=0.3) == {}
+        assert os.path.exists(os.path.join(store.root, "runs", run_id, "lease.json"))
+    time.sleep(0.5)
+    assert list(store.gc(older_than=0.3)) == [run_id]

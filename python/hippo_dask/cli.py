@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.add_argument("--older-than", type=_duration, default=3600.0, metavar="AGE",
                    help="remove an incomplete run only when nothing was written to it for AGE "
-                        "(30m, 2h, 1d; default 1h): it may still be computing")
+                        "(30m, 2h, 1d; default 1h); a run still computing rewrites its lease every 30 s")
 
     p = command("demo", "Run the healthcare pipeline on a local Dask cluster, trace it and show some traces",
                 "  hippo demo\n  hippo demo --workers 4 --store lineage/")

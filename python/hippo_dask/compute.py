@@ -276,120 +276,122 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
     recorders = {nid: rec for nid, rec in recorders.items() if nid in {n.id for n in nodes}}
     store = tracked.store
     run_id = store.start_run()
-    run_dir = store.run_dir(run_id)
-    result_path = _join(run_dir, "result-00000.hippo")
-    slot_nodes = {col: info.node.id for col, info in source_slots.items() if col in data.columns}
-    if tracked.is_dask:
-        import dask
+    # while it computes, the run's folder gets a fresh lease file (Store.gc leaves it alone)
+    with store.lease(run_id):
+        run_dir = store.run_dir(run_id)
+        result_path = _join(run_dir, "result-00000.hippo")
+        slot_nodes = {col: info.node.id for col, info in source_slots.items() if col in data.columns}
+        if tracked.is_dask:
+            import dask
 
-        from ._dask import known_facts
+            from ._dask import known_facts
 
-        node_facts = {nid: known_facts(info) or [dask.delayed(P.partition_facts)(part)
-                                                 for part in cut_sources.get(nid, info.partitions)]
-                      for nid, info in infos.items()}
-        import dask.dataframe as dd
+            node_facts = {nid: known_facts(info) or [dask.delayed(P.partition_facts)(part)
+                                                     for part in cut_sources.get(nid, info.partitions)]
+                          for nid, info in infos.items()}
+            import dask.dataframe as dd
 
-        all_counts = dask.delayed(_counts_frame, pure=True)(node_facts)
-        counts = dask.delayed(_source_counts_of_frame, pure=True)(all_counts, slot_nodes)
-        # One partition, as DataFrame.compute() does: the result is gathered into one pandas
-        # frame anyway, and a final sort_values then sorts in place instead of computing the
-        # whole pipeline once more for its partition boundaries. A worker finishes it.
-        if parquet is not None:  # every partition writes its rows and its lineage where it was computed
-            finished = data.map_partitions(P.finish_to_parquet, counts, run_dir, parquet["path"],
-                                                   parquet.get("storage_options"), derivable=derivable,
-                                                   meta=P.RECEIPT_META, enforce_metadata=False)
-            receipts = {P.RESULT_RECEIPT: finished}
+            all_counts = dask.delayed(_counts_frame, pure=True)(node_facts)
+            counts = dask.delayed(_source_counts_of_frame, pure=True)(all_counts, slot_nodes)
+            # One partition, as DataFrame.compute() does: the result is gathered into one pandas
+            # frame anyway, and a final sort_values then sorts in place instead of computing the
+            # whole pipeline once more for its partition boundaries. A worker finishes it.
+            if parquet is not None:  # every partition writes its rows and its lineage where it was computed
+                finished = data.map_partitions(P.finish_to_parquet, counts, run_dir, parquet["path"],
+                                                       parquet.get("storage_options"), derivable=derivable,
+                                                       meta=P.RECEIPT_META, enforce_metadata=False)
+                receipts = {P.RESULT_RECEIPT: finished}
+            else:
+                finished = data.repartition(npartitions=1).map_partitions(
+                    P.finish_partition, counts, result_path, derivable, meta=P.clean(data._meta), enforce_metadata=False)
+                receipts = {P.RESULT_RECEIPT: finished.map_partitions(P.receipt_of, P.RESULT_RECEIPT, meta=P.RECEIPT_META)}
+            for nid, recorded in recorders.items():
+                receipts[nid] = recorded.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
+            _release_cached_property_locks()
+            scheduler = compute_kwargs.get("scheduler")
+            # optimizing may compute (sort boundaries): on the caller's scheduler, so workers do it
+            with dask.config.set(scheduler=scheduler) if scheduler is not None else contextlib.nullcontext():
+                # all expressions, computed in one graph: what tasks share runs once
+                counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
+                try:
+                    bar = show_progress(progress)
+                    if parquet is not None:
+                        result = None
+                        receipt_frames, counts_table = dask_compute((receipts, counts_frame), compute_kwargs, bar)
+                    else:
+                        result, receipt_frames, counts_table = dask_compute((finished, receipts, counts_frame),
+                                                                            compute_kwargs, bar)
+                except UserFunctionError as error:
+                    raise _failed(tracked, infos, error, run_id, compute_kwargs) from error.original
+            node_facts = _facts_of_frame(counts_table)
         else:
-            finished = data.repartition(npartitions=1).map_partitions(
-                P.finish_partition, counts, result_path, derivable, meta=P.clean(data._meta), enforce_metadata=False)
-            receipts = {P.RESULT_RECEIPT: finished.map_partitions(P.receipt_of, P.RESULT_RECEIPT, meta=P.RECEIPT_META)}
-        for nid, recorded in recorders.items():
-            receipts[nid] = recorded.map_partitions(P.receipt_of, nid, meta=P.RECEIPT_META, enforce_metadata=False)
-        _release_cached_property_locks()
-        scheduler = compute_kwargs.get("scheduler")
-        # optimizing may compute (sort boundaries): on the caller's scheduler, so workers do it
-        with dask.config.set(scheduler=scheduler) if scheduler is not None else contextlib.nullcontext():
-            # all expressions, computed in one graph: what tasks share runs once
-            counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
-            try:
-                bar = show_progress(progress)
-                if parquet is not None:
-                    result = None
-                    receipt_frames, counts_table = dask_compute((receipts, counts_frame), compute_kwargs, bar)
-                else:
-                    result, receipt_frames, counts_table = dask_compute((finished, receipts, counts_frame),
-                                                                        compute_kwargs, bar)
-            except UserFunctionError as error:
-                raise _failed(tracked, infos, error, run_id, compute_kwargs) from error.original
-        node_facts = _facts_of_frame(counts_table)
-    else:
-        node_facts = {nid: [[n, fp, cols] for n, fp, cols in zip(info.counts, info.fingerprints, info.column_fingerprints)]
-                      for nid, info in infos.items()}
-    node_counts = {nid: [int(f[0]) for f in facts] for nid, facts in node_facts.items()}
-    if not tracked.is_dask:
-        finished = P.finish_partition(data, _source_counts(node_counts, slot_nodes), result_path, derivable)
-        receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
-        receipt_frames.update({nid: P.receipt_of(recorded, nid) for nid, recorded in recorders.items()})
-        result = finished
-        if parquet is not None:
-            import fsspec
+            node_facts = {nid: [[n, fp, cols] for n, fp, cols in zip(info.counts, info.fingerprints, info.column_fingerprints)]
+                          for nid, info in infos.items()}
+        node_counts = {nid: [int(f[0]) for f in facts] for nid, facts in node_facts.items()}
+        if not tracked.is_dask:
+            finished = P.finish_partition(data, _source_counts(node_counts, slot_nodes), result_path, derivable)
+            receipt_frames = {P.RESULT_RECEIPT: P.receipt_of(finished, P.RESULT_RECEIPT)}
+            receipt_frames.update({nid: P.receipt_of(recorded, nid) for nid, recorded in recorders.items()})
+            result = finished
+            if parquet is not None:
+                import fsspec
 
-            rows = P.clean(finished)
-            rows.attrs = {}
-            with fsspec.open(parquet["path"].rstrip("/") + "/" + P.result_file_name(0), "wb",
-                             **dict(parquet.get("storage_options") or {})) as f:
-                rows.to_parquet(f, index=False)
-    fragments = _receipt_rows(receipt_frames.pop(P.RESULT_RECEIPT))
-    if len(fragments) != 1 and parquet is None:
-        raise LineageError(f"internal: expected one result fragment, got {len(fragments)}")
-    groups = {nid: sorted({r["path"] for r in _receipt_rows(frame)}) for nid, frame in receipt_frames.items()}
-    for nid, names in tracked.receipts.items():  # written before this compute (by a fit)
-        if nid in {n.id for n in nodes}:
-            groups[nid] = sorted(set(groups.get(nid, [])) | set(names))
-    missing = [n.id for n in nodes if (n.op in MEMBERSHIP or n.op in CHECKS or n.spread) and n.id not in groups]
-    if missing:
-        raise LineageError(f"internal: no receipts for the membership of node(s) {missing}; the run is not committed")
-    codes = _write_code(store, nodes)
-    if result is not None:
-        result = result.reset_index(drop=True)  # rows are positions: labels and positions agree
-        result.attrs = {}
-        summary = {"columns": list(result.columns), "rows": len(result), "digest": fragments[0].get("digest", {}),
-                   # order-sensitive: lets a caller check a frame is this result, row for row
-                   "fingerprint": list(P.result_fingerprint(result, list(result.columns)))}
-        if parquet is not None:
-            summary["parquet"] = {"path": parquet["path"], "files": [P.result_file_name(0)]}
-    else:
-        summary = {"columns": [c for c in data._meta.columns if not str(c).startswith(P.HIDDEN_PREFIX)],
-                   "rows": sum(int(f["rows"]) for f in fragments),
-                   "digest": P.combine_digests([f.get("digest", {}) for f in fragments]),
-                   "parquet": {"path": parquet["path"], "files": [P.result_file_name(i) for i in range(len(fragments))]}}
-    manifest = {
-        "created": time.time(),
-        "versions": _versions(),
-        "nodes": [dict(n.to_json(), **({"code": codes[n.id]} if n.id in codes else {})) for n in nodes],
-        "result": {
-            "node": tracked.node.id,
-            "fragments": [{k: v for k, v in f.items() if k != "digest"} for f in fragments],
-            **summary,
-        },
-        "sources": {
-            info.name: {
-                "node": nid,
-                "identity": dict(info.identity),
-                "columns": list(info.columns),
-                "partition_rows": [int(c) for c in node_counts[nid]],
-                "partition_fingerprints": [f[1] for f in node_facts[nid]],
-                "partition_column_fingerprints": [f[2] for f in node_facts[nid]],
-                "rows": int(sum(node_counts[nid])),
-            }
-            for nid, info in infos.items()
-        },
-        "group_fragments": groups,
-    }
-    if derived["memberships"] or derived["result"]:
-        manifest["derived"] = derived
-    if replay_of is not None:
-        manifest["replay_of"] = replay_of
-    manifest.update(dict(links or {}))
-    store.commit_run(run_id, manifest)
-    return result, run_id
+                rows = P.clean(finished)
+                rows.attrs = {}
+                with fsspec.open(parquet["path"].rstrip("/") + "/" + P.result_file_name(0), "wb",
+                                 **dict(parquet.get("storage_options") or {})) as f:
+                    rows.to_parquet(f, index=False)
+        fragments = _receipt_rows(receipt_frames.pop(P.RESULT_RECEIPT))
+        if len(fragments) != 1 and parquet is None:
+            raise LineageError(f"internal: expected one result fragment, got {len(fragments)}")
+        groups = {nid: sorted({r["path"] for r in _receipt_rows(frame)}) for nid, frame in receipt_frames.items()}
+        for nid, names in tracked.receipts.items():  # written before this compute (by a fit)
+            if nid in {n.id for n in nodes}:
+                groups[nid] = sorted(set(groups.get(nid, [])) | set(names))
+        missing = [n.id for n in nodes if (n.op in MEMBERSHIP or n.op in CHECKS or n.spread) and n.id not in groups]
+        if missing:
+            raise LineageError(f"internal: no receipts for the membership of node(s) {missing}; the run is not committed")
+        codes = _write_code(store, nodes)
+        if result is not None:
+            result = result.reset_index(drop=True)  # rows are positions: labels and positions agree
+            result.attrs = {}
+            summary = {"columns": list(result.columns), "rows": len(result), "digest": fragments[0].get("digest", {}),
+                       # order-sensitive: lets a caller check a frame is this result, row for row
+                       "fingerprint": list(P.result_fingerprint(result, list(result.columns)))}
+            if parquet is not None:
+                summary["parquet"] = {"path": parquet["path"], "files": [P.result_file_name(0)]}
+        else:
+            summary = {"columns": [c for c in data._meta.columns if not str(c).startswith(P.HIDDEN_PREFIX)],
+                       "rows": sum(int(f["rows"]) for f in fragments),
+                       "digest": P.combine_digests([f.get("digest", {}) for f in fragments]),
+                       "parquet": {"path": parquet["path"], "files": [P.result_file_name(i) for i in range(len(fragments))]}}
+        manifest = {
+            "created": time.time(),
+            "versions": _versions(),
+            "nodes": [dict(n.to_json(), **({"code": codes[n.id]} if n.id in codes else {})) for n in nodes],
+            "result": {
+                "node": tracked.node.id,
+                "fragments": [{k: v for k, v in f.items() if k != "digest"} for f in fragments],
+                **summary,
+            },
+            "sources": {
+                info.name: {
+                    "node": nid,
+                    "identity": dict(info.identity),
+                    "columns": list(info.columns),
+                    "partition_rows": [int(c) for c in node_counts[nid]],
+                    "partition_fingerprints": [f[1] for f in node_facts[nid]],
+                    "partition_column_fingerprints": [f[2] for f in node_facts[nid]],
+                    "rows": int(sum(node_counts[nid])),
+                }
+                for nid, info in infos.items()
+            },
+            "group_fragments": groups,
+        }
+        if derived["memberships"] or derived["result"]:
+            manifest["derived"] = derived
+        if replay_of is not None:
+            manifest["replay_of"] = replay_of
+        manifest.update(dict(links or {}))
+        store.commit_run(run_id, manifest)
+        return result, run_id

@@ -18,16 +18,19 @@ naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
 import re
 import secrets
+import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import fsspec
 
@@ -45,6 +48,9 @@ MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 STARTED = "started.json"
 #: Written instead of a manifest when a user function failed (see hippo_dask.debug).
 FAILED = "failed.json"
+LEASE = "lease.json"
+#: How often a computing run rewrites its lease file (what keeps Store.gc off it).
+LEASE_SECONDS = 30.0
 
 
 def _normalise(url: str | os.PathLike[str]) -> str:
@@ -176,6 +182,34 @@ class Store:
         write_bytes(_join(self.run_dir(run_id), STARTED), json.dumps({"run_id": run_id, "created": time.time()}).encode())
         return run_id
 
+    @contextlib.contextmanager
+    def lease(self, run_id: str, every: float | None = None) -> Iterator[None]:
+        """While the block runs, rewrite ``runs/<run_id>/lease.json`` every ``every`` seconds.
+
+        A compute holds the lease of its run, so the run's newest write is never
+        older than ``every`` (default ``LEASE_SECONDS``) while it computes, and
+        :meth:`gc` never takes a run still being written for an abandoned one.
+        """
+        every = LEASE_SECONDS if every is None else every
+        url = _join(self.run_dir(run_id), LEASE)
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(every):
+                try:
+                    write_bytes(url, json.dumps({"run_id": run_id, "refreshed": time.time(), "pid": os.getpid(),
+                                                 "host": socket.gethostname()}).encode())
+                except OSError:
+                    pass  # the store went away: the compute's own writes fail and say so
+
+        thread = threading.Thread(target=refresh, name=f"hippo-lease-{run_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def commit_run(self, run_id: str, manifest: Mapping[str, Any]) -> None:
         """Write the run's manifest, last and atomically: the run becomes queryable."""
         body = dict(manifest, format_version=FORMAT_VERSION, run_id=run_id)
@@ -206,10 +240,11 @@ class Store:
 
         A complete run (one with a manifest) is never removed. A run without a
         manifest may still be computing, so it is removed only when the newest
-        file in its folder is older than ``older_than``: a compute writes its
-        folder when it starts and when it finishes, so choose ``older_than``
-        longer than your longest compute. A run whose files cannot be dated is
-        kept. Failed runs (a user function raised) are removed whatever their
+        file in its folder is older than ``older_than``: a compute rewrites a
+        lease file there every ``LEASE_SECONDS`` (30 s) while it runs, so with
+        ``older_than`` well above that (the default is an hour) a run still
+        being written is never removed, however long it computes. A run whose
+        files cannot be dated is kept. Failed runs (a user function raised) are removed whatever their
         age, so :func:`hippo_dask.debug` can no longer re-run them.
 
         Lineage fragments and stored code (the store's ``fragments/`` and
