@@ -351,6 +351,9 @@ def test_wide_pandas(store, src, steps):
     _check_exact(_compute(t, None), o, a, b)
 
 
+# `where` turns an int key into float (missing values): Dask then warns, as it would for the same
+# plain Dask pipeline, when that key is merged with the other source's int key
+@pytest.mark.filterwarnings("ignore:Merging dataframes with merge column data type mismatches:UserWarning")
 @settings(max_examples=_n(1.0), **SETTINGS)
 @given(src=sources(), steps=steps_of(STEPS + SPELLINGS, max_size=4), nparts=st.integers(1, 4))
 def test_wide_dask(store, src, steps, nparts):
