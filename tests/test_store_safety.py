@@ -178,3 +178,60 @@ def test_a_lease_stops_with_its_block(tmp_path):
         assert os.path.exists(os.path.join(store.root, "runs", run_id, "lease.json"))
     time.sleep(0.5)
     assert list(store.gc(older_than=0.3)) == [run_id]
+
+
+# ---------------------------------------------------------------------- the manifest reader takes any JSON
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON value: key paths into objects and lists."""
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, prefix + (i,))
+
+
+def _mutations(manifest: dict):
+    """A valid manifest with one part, at any depth, replaced by arbitrary JSON."""
+    return st.tuples(st.sampled_from([p for p in _paths(manifest) if p]), _json)
+
+
+@settings(max_examples=int(os.environ.get("HIPPO_EXAMPLES", "300")) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_json_manifest_is_answered_or_refused_cleanly(tmp_path_factory, data):
+    """Arbitrary JSON in place of a manifest or of any part of one: queries answer or raise a HippoError."""
+    base = tmp_path_factory.mktemp("store")
+    store, run_id = committed(base / "store")
+    path = os.path.join(store.root, "runs", run_id, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    if data.draw(st.booleans()):
+        where, value = data.draw(_mutations(manifest))
+        target = manifest
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = value
+        text = json.dumps(manifest)
+    else:
+        text = json.dumps(data.draw(_json))
+    with open(path, "w") as f:
+        f.write(text)
+    try:
+        lin = hippo.open(store, run_id)
+        lin.backward(rows=[0])
+        lin.forward("df", rows=[0])
+        repr(lin)
+    except hippo.HippoError:
+        pass  # refused, with one of hippo's errors: what a damaged manifest must give

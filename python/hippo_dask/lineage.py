@@ -29,6 +29,7 @@ from . import _core
 from .errors import ColumnError, CorruptRunError, QueryError, ReplayError, SourceChangedError, StaleResultError
 from .ids import (DERIVED, GROUP_ID, OFFSET_BITS, SPLIT_HIGH, SPLIT_LOW, ids_checksum, positions_from_halves,
                   untabulate, unique_sorted, zigzag)
+from .manifest import check_manifest
 from .plan import APPLY_MODEL, MEMBERSHIP, MISSING, ONE_TO_ONE, ROW, Node, hidden, nodes_from_json
 from .store import Store, _join, get_store
 
@@ -463,6 +464,7 @@ class Lineage:
         self.store = store
         self.run_id = run_id
         manifest = store.manifest(run_id)
+        check_manifest(manifest, _join(store.run_dir(run_id), "manifest.json"))
         self._manifest = manifest
         try:
             self._nodes = nodes_from_json(manifest["nodes"])
