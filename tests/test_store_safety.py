@@ -235,3 +235,10 @@ def test_any_json_manifest_is_answered_or_refused_cleanly(tmp_path_factory, data
         repr(lin)
     except hippo.HippoError:
         pass  # refused, with one of hippo's errors: what a damaged manifest must give
+
+
+def test_runs_started_in_the_same_second_keep_their_order(tmp_path):
+    """Run ids carry the second a run started; ties are ordered by the exact start in started.json."""
+    store = hippo.Store(tmp_path / "store")
+    made = [store.start_run() for _ in range(5)]
+    assert [r.run_id for r in store.runs()] == made

@@ -216,23 +216,45 @@ class Store:
         write_bytes(_join(self.run_dir(run_id), MANIFEST), json.dumps(body, indent=1, default=str).encode())
 
     def runs(self) -> list[RunInfo]:
-        """Every run in the store, oldest first; ``complete`` is False for runs without a manifest."""
-        base = posixpath.join(self.root, "runs")
+        """Every run in the store, oldest first; ``complete`` is False for runs without a manifest.
+
+        One listing of ``runs/`` two levels deep (not one per run), and the start
+        time from the run id (``start_run`` names runs by the second they start);
+        only runs that share their second with another, or whose id has no time,
+        have their ``started.json`` read for the exact time. 10,000 runs list in
+        about 0.2 s on a local disk (``benches/many_runs.py``).
+        """
+        base = posixpath.join(self.root, "runs").rstrip("/")
         if not self.fs.exists(base):
             return []
+        names: dict[str, set[str]] = {}  # run id -> the names of its files
+        if "file" in _protocols(self.fs):  # os.scandir: fsspec's local find stats every entry (8x slower)
+            for entry in os.scandir(base):
+                if entry.is_dir() and _SAFE_NAME.fullmatch(entry.name) and ".." not in entry.name:
+                    names[entry.name] = set(os.listdir(entry.path))
+        else:  # one listing of the prefix, however many runs (object stores list keys, not folders)
+            for path, entry in self.fs.find(base, maxdepth=2, withdirs=True, detail=True).items():
+                parts = path.rstrip("/")[len(base):].strip("/").split("/")
+                if not parts[0] or not _SAFE_NAME.fullmatch(parts[0]) or ".." in parts[0]:
+                    continue  # not a run hippo made (an odd name): not listed, never opened
+                if len(parts) == 1:
+                    if entry.get("type") == "directory":
+                        names.setdefault(parts[0], set())
+                elif len(parts) == 2:
+                    names.setdefault(parts[0], set()).add(parts[1])
+        second = {run_id: _id_time(run_id) for run_id in names}
+        shared = {}
+        for run_id, when in second.items():
+            shared[when] = shared.get(when, 0) + 1
         infos = []
-        for entry in self.fs.ls(base, detail=False):
-            run_id = posixpath.basename(entry.rstrip("/"))
-            if not _SAFE_NAME.fullmatch(run_id) or ".." in run_id or not self.fs.isdir(entry):
-                continue  # not a run hippo made (a stray file, an odd name): not listed, never opened
-            names = {posixpath.basename(p) for p in self.fs.ls(entry, detail=False)}
-            created = 0.0
-            if STARTED in names:
-                try:
+        for run_id, files in names.items():
+            created = second[run_id]
+            if (created is None or shared[created] > 1) and STARTED in files:
+                try:  # the exact start, to order runs that started within the same second
                     created = float(json.loads(read_bytes(_join(self.run_dir(run_id), STARTED)))["created"])
-                except (ValueError, KeyError):
-                    created = 0.0
-            infos.append(RunInfo(run_id, created, MANIFEST in names, FAILED in names))
+                except (ValueError, KeyError, TypeError, OSError):
+                    pass
+            infos.append(RunInfo(run_id, created or 0.0, MANIFEST in files, FAILED in files))
         return sorted(infos, key=lambda r: (r.created, r.run_id))
 
     def gc(self, *, dry_run: bool = False, older_than: float | timedelta = timedelta(hours=1)) -> dict[str, str]:
@@ -390,6 +412,15 @@ class Store:
             return _core.decode_fragment(data)
         except DecodeError as exc:
             raise CorruptRunError(f"{url}: {exc}") from None
+
+
+def _id_time(run_id: str) -> float | None:
+    """The second a run started, from its id (``20261127T090014-5732c516``, local time); None if it has none."""
+    head = run_id.split("-", 1)[0]
+    try:
+        return time.mktime(time.strptime(head, "%Y%m%dT%H%M%S"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
