@@ -1068,16 +1068,20 @@ class _Loc:
 
 
 class _Query:
-    """``DataFrame.eval(expr)`` as a filter predicate, with the caller's ``@variables`` captured (picklable)."""
+    """``DataFrame.eval(expression)`` as a filter predicate, with the caller's ``@variables`` captured (picklable).
 
-    def __init__(self, expr: str, variables: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
-        self.expr, self.variables, self.kwargs = expr, dict(variables), dict(kwargs)
+    (No attribute is named ``expr``: older dask-expr takes any argument with an ``expr`` attribute
+    for one of its collections and passes that attribute on instead.)
+    """
+
+    def __init__(self, expression: str, variables: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
+        self.expression, self.variables, self.kwargs = expression, dict(variables), dict(kwargs)
 
     def __call__(self, frame: pd.DataFrame) -> Any:
-        return frame.eval(self.expr, local_dict=self.variables, global_dict={}, **self.kwargs)
+        return frame.eval(self.expression, local_dict=self.variables, global_dict={}, **self.kwargs)
 
     def __repr__(self) -> str:
-        return f"query({self.expr!r})"
+        return f"query({self.expression!r})"
 
 
 def _query_names(expr: str, columns: Sequence[str]) -> tuple[list[str] | None, list[str]]:
