@@ -357,10 +357,11 @@ def _show(args: argparse.Namespace) -> None:
                      "operations": [{"id": n["id"], "op": n["op"], "inputs": n["inputs"], "columns": n["columns"]}
                                     for n in nodes]})
         return
-    _say(lin)
-    for name in lin.sources:
+    _say(lin)  # the result, the sources with their rows, the operations
+    for name in lin.sources:  # where each source's rows come from (what `backward` can show values of)
         file = _file_of(lin, name)
-        _say(f"  source {name}: {lin.source_rows(name)} rows" + (f" from {file}" if file else " (in memory)"))
+        _say(f"  source {name!r} read from {file}" if file else f"  source {name!r} was an in-memory frame")
+    _say("  operations (id, op <- inputs, columns):")
     for node in nodes:
         _say(f"  {node['id'][:8]} {node['op']:<16} <- {[i[:8] for i in node['inputs']]}  columns={node['columns']}")
 
