@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dask.dataframe as dd
 import pandas as pd
-import pytest
 
-import hippo_dask as hippo
 from hippo_dask.compute import show_progress
 
 

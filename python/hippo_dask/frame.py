@@ -368,6 +368,10 @@ class Tracked:
         # so a sliced replay can trust a row-wise predicate.
         call = P.UserCall("filter", lineage.kind if lineage.kind == "rowwise" else "declared",
                           None if reads is None else tuple(reads), node_id)
+        return self._filter_node(predicate, call, params, node_id)
+
+    def _filter_node(self, predicate: Callable, call: P.UserCall, params: Mapping[str, Any], node_id: str) -> "Tracked":
+        """The filter step itself, whichever way its predicate was given (a function, or a mask)."""
         backend = self.backend
 
         def make(d: Any) -> Any:
@@ -398,15 +402,7 @@ class Tracked:
                   "reads": None, "lineage": {"kind": "all", "reads": None}}
         predicate = P.FixedMask(mask)
         node_id = token("filter", self.node.id, params, int(_core.checksum(np.packbits(mask).tobytes())))
-        call = P.UserCall("filter", "declared", None, node_id)
-        backend = self.backend
-
-        def make(d: Any) -> Any:
-            return backend.partitionwise(d, P.filter_partition, predicate, call, meta=backend.meta(d))
-
-        data = self._run(make)
-        return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
-                                        node_id=node_id, code={"func": predicate}), make=make)
+        return self._filter_node(predicate, P.UserCall("filter", "declared", None, node_id), params, node_id)
 
     # ------------------------------------------------------------------ checks
     def _check_name(self, what: str, name: Any) -> str:

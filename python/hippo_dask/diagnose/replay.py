@@ -30,7 +30,7 @@ from ..identity import function_token
 from ..lin import from_description
 from ..partition import unique_sorted
 from ..plan import CHECKS, MEMBERSHIP, ROW, Node, needed_columns, row_reads
-from ..store import Store, _join, read_bytes
+from ..store import Store, read_bytes
 
 if TYPE_CHECKING:
     from ..frame import Tracked
