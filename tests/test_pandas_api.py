@@ -182,6 +182,8 @@ def test_boolean_series_refusals(store):
         t.hippo.filter(pd.Series([True, None] * 6, index=df.index, dtype="boolean"))
     with pytest.raises(LineageError, match="row labels"):
         t.hippo.loc["r1"]
+    with pytest.raises(LineageError, match="boolean Series / array"):  # numbers are not a mask (were cast to bool)
+        t.hippo.filter(df.x)
     d = tracked("dask", df)
     with pytest.raises(LineageError, match=r"lambda p: p.x > 0"):
         d.hippo.loc[d.x > 0]

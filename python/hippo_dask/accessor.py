@@ -544,7 +544,8 @@ class HippoAccessor:
                                    "frame (e.g. df.x > 0) so each value belongs to the row at the same position")
             if mask.hasnans:
                 raise LineageError(f"{what}: the boolean Series has missing values; fill them first (mask.fillna(False))")
-            mask = mask.to_numpy(dtype=bool) if mask.dtype != object else mask.to_numpy()
+            # only a boolean Series is a mask: numbers would be cast to bool (0 -> drop), which pandas never does
+            mask = mask.to_numpy(dtype=bool) if pd.api.types.is_bool_dtype(mask.dtype) else mask.to_numpy()
         mask = np.asarray(mask)
         if mask.dtype != bool:
             raise LineageError(f"{what}: pass a callable (lambda p: p.x > 0) or a boolean Series / array "
