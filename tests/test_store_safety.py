@@ -242,3 +242,11 @@ def test_runs_started_in_the_same_second_keep_their_order(tmp_path):
     store = hippo.Store(tmp_path / "store")
     made = [store.start_run() for _ in range(5)]
     assert [r.run_id for r in store.runs()] == made
+
+
+def test_a_source_node_without_its_slot_is_refused(tmp_path):
+    """Reproducer (found by the any-JSON test in a CI dry run): nodes[0].slots = [] crashed backward."""
+    store, run_id = committed(tmp_path / "store")
+    edit_manifest(store, run_id, lambda m: m["nodes"][0].update(slots=[]))
+    with pytest.raises(CorruptRunError, match="new_slot is not one of the node's slots"):
+        hippo.open(store, run_id)

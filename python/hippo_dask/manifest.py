@@ -55,6 +55,7 @@ def check_manifest(manifest: Any, url: str) -> None:
     c = _Check(url)
     m = c.dict(manifest, "the manifest")
     ids: dict[str, int] = {}  # node id -> number of inputs
+    slots_of: dict[str, set[str]] = {}  # node id -> its slots
     source_nodes: set[str] = set()
     for i, node in enumerate(c.list(m.get("nodes"), "nodes")):
         where = f"nodes[{i}]"
@@ -71,13 +72,16 @@ def check_manifest(manifest: Any, url: str) -> None:
                 if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int)
                         and not isinstance(pair[0], bool) and 0 <= pair[0] < len(inputs) and isinstance(pair[1], str)):
                     c.fail(f"{where}.colmap[{column!r}][{j}]", "must be [input number, column]")
-        c.strs(node.get("slots"), f"{where}.slots")
+        slots = set(c.strs(node.get("slots"), f"{where}.slots"))
         slot_from = c.list(node.get("slot_from"), f"{where}.slot_from")
+        if slot_from and len(slot_from) != len(inputs):
+            c.fail(f"{where}.slot_from", f"has {len(slot_from)} entries for {len(inputs)} inputs")
         for j, mapping in enumerate(slot_from):
             for k, v in c.dict(mapping, f"{where}.slot_from[{j}]").items():
-                c.str(v, f"{where}.slot_from[{j}][{k!r}]")
-        if node.get("new_slot") is not None:
-            c.str(node.get("new_slot"), f"{where}.new_slot")
+                if k not in slots or c.str(v, f"{where}.slot_from[{j}][{k!r}]") not in slots_of[inputs[j]]:
+                    c.fail(f"{where}.slot_from[{j}][{k!r}]", "maps slots the node or its input does not have")
+        if node.get("new_slot") is not None and c.str(node.get("new_slot"), f"{where}.new_slot") not in slots:
+            c.fail(f"{where}.new_slot", "is not one of the node's slots")
         for k, v in c.dict(node.get("slot_origin"), f"{where}.slot_origin").items():
             c.str(v, f"{where}.slot_origin[{k!r}]")
         c.dict(node.get("params"), f"{where}.params")
@@ -89,6 +93,7 @@ def check_manifest(manifest: Any, url: str) -> None:
         if nid in ids:
             c.fail(f"{where}.id", f"repeats node {nid!r}")
         ids[nid] = len(inputs)
+        slots_of[nid] = slots
         if node.get("op") == "source":
             source_nodes.add(nid)
 
