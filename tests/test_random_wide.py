@@ -116,8 +116,9 @@ SHUFFLING = ["sort", "group", "group_back", "group_b", "merge_b", "merge_self", 
 STEPS = ROW_PRESERVING + SHUFFLING + ["dedupe"]
 #: pandas' own spellings (issue 10), drawn by test_wide_pandas / test_wide_dask: query, where, a
 #: filter by a boolean Series of the frame (pandas only), a group-by with a function of the group
-SPELLINGS = ["query", "where", "mask_filter", "group_callable"]
-SPELLING_SHUFFLES = ["group_callable"]
+SPELLINGS = ["query", "where", "mask_filter", "group_callable", "index_trip", "join_b", "join_index", "group_as_index"]
+#: index_trip may sort (sort_index); a join is a merge
+SPELLING_SHUFFLES = ["group_callable", "index_trip", "join_b", "join_index", "group_as_index"]
 
 step_params = st.tuples(
     st.sampled_from(HOWS),          # merge how
@@ -151,7 +152,8 @@ def value_range(values: pd.Series) -> float:
     return values.max() - values.min()
 
 
-def _group(t, o, ctx, col: str, dropna: bool, variant: int, same_names: bool = False, callable_agg: bool = False):
+def _group(t, o, ctx, col: str, dropna: bool, variant: int, same_names: bool = False, callable_agg: bool = False,
+           as_index: bool = False):
     if not same_names:
         ctx["n"] += 1
     n = ctx["n"]
@@ -161,6 +163,9 @@ def _group(t, o, ctx, col: str, dropna: bool, variant: int, same_names: bool = F
         named[f"{col}_range{n}"] = (col, value_range)
     if "y" in o.df.columns and col != "y" and variant % 2:
         named[f"y_max{n}"] = ("y", "max")
+    if as_index:  # pandas' default spelling: the keys as the index, then back as columns
+        return (t.hippo.groupby(keys, dropna=dropna, as_index=True).agg(**named).hippo.reset_index(),
+                o.groupby_agg(keys, named, dropna=dropna))
     return t.hippo.groupby(keys, dropna=dropna).agg(**named), o.groupby_agg(keys, named, dropna=dropna)
 
 
@@ -198,6 +203,31 @@ def apply_step(step: str, params, t, o: OracleFrame, ctx):
         return t.hippo.where(lambda p, c=col, th=th: p[c] > th), out
     if step == "group_callable" and "g" in cols and col and not ctx["keep_x"]:
         return _group(t, o, ctx, col, dropna, variant, callable_agg=True)
+    if step == "group_as_index" and "g" in cols and col and not ctx["keep_x"] and not (
+            ctx["dask_like"] and len(_group_keys(o, variant)) > 1):  # Dask has no MultiIndex
+        return _group(t, o, ctx, col, dropna, variant, as_index=True)
+    if step == "index_trip" and "g" in cols:
+        # set_index, steps that keep the index, reset_index: the index cells keep their lineage
+        key = "s" if variant % 3 == 2 and "s" in cols and "s" not in ctx["protected"] else "g"
+        ti, oi = t.hippo.set_index(key), o
+        if col and variant % 2:
+            ti, oi = ti.hippo.query(f"{col} > {th}"), oi.filter(lambda p, c=col, th=th: p[c] > th)
+        if variant % 5 == 1 and not (ctx["dask_like"] and oi.df[key].isna().any()):  # Dask sorts no missing keys
+            ti = ti.hippo.sort_index()
+            oi = oi.sort_values(key)
+        drop = key != "g" and dropna
+        rest = [c for c in oi.df.columns if c != key]
+        return ti.hippo.reset_index(drop=drop), (oi.drop([key]) if drop else oi.select([key] + rest))
+    if step in ("join_b", "join_index") and "g" in cols and "w" not in cols and not any(c.endswith("_j") for c in cols):
+        tb, ob = ctx["b"]
+        try:
+            merged = o.merge(ob, how=how, on=["g"], suffixes=("", "_j"))
+        except ValueError:
+            return t, o
+        indexed = tb.hippo.set_index("g")
+        if step == "join_b":  # a column against the other frame's index
+            return t.hippo.join(indexed, on="g", how=how, rsuffix="_j"), merged
+        return t.hippo.set_index("g").hippo.join(indexed, how=how, rsuffix="_j").hippo.reset_index(), merged
     if step == "filter_g" and "g" in cols:
         pred = lambda p: p.g.notna()  # noqa: E731
         return t.hippo.filter(pred), o.filter(pred)

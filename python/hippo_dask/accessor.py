@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .compute import compute as _compute
-from .partition import result_fingerprint
+from .partition import missing_columns, result_fingerprint
 from .errors import ColumnError, LineageError, StaleResultError, UntrackedFrameError
 from .frame import AGGREGATIONS, Tracked, concat as _concat, is_dask
 from .lin import LineageType
@@ -184,10 +184,11 @@ class GroupBy:
     """
 
     def __init__(self, tracked: Tracked, keys: str | Sequence[str], dropna: bool,
-                 selection: str | Sequence[str] | None = None) -> None:
+                 selection: str | Sequence[str] | None = None, as_index: bool = False) -> None:
         self._tracked = tracked
         self._keys = [keys] if isinstance(keys, str) else list(keys)
         self._dropna = dropna
+        self._as_index = as_index
         # a column selection: g["x"] (one column, named like pandas' SeriesGroupBy) or g[["x", "y"]]
         self._selection = selection
 
@@ -201,7 +202,13 @@ class GroupBy:
         keys = [c for c in picked if c in self._keys]
         if keys:
             raise ColumnError(f"groupby()[...]: {keys} are the group keys, which the result has anyway; select other columns")
-        return GroupBy(self._tracked, self._keys, self._dropna, columns if isinstance(columns, str) else picked)
+        return GroupBy(self._tracked, self._keys, self._dropna, columns if isinstance(columns, str) else picked,
+                       self._as_index)
+
+    def _aggregate(self, named: Mapping[str, tuple[str, Any]]) -> Any:
+        out = self._tracked.groupby_agg(self._keys, named, self._dropna)
+        # as_index=True: the keys shown as the index, still columns of the lineage
+        return _expose(out.set_index(self._keys) if self._as_index else out)
 
     def _values(self) -> list[str]:
         """The columns an aggregation without names applies to: the selection, else every non-key column."""
@@ -272,13 +279,13 @@ class GroupBy:
         0  a      4
         1  b      2
         """
-        return _expose(self._tracked.groupby_agg(self._keys, self._named(func, named), self._dropna))
+        return self._aggregate(self._named(func, named))
 
     aggregate = agg
 
     def size(self) -> Any:
         """Rows per group, in a column ``size`` (as pandas' ``groupby(..., as_index=False).size()``)."""
-        return _expose(self._tracked.groupby_agg(self._keys, self._size(), self._dropna))
+        return self._aggregate(self._size())
 
     def transform(self, func: Any = None, /, **named: tuple[str, str]) -> Any:
         """Give every row its group's aggregates as new columns; same rows, same order.
@@ -345,7 +352,13 @@ class HippoAccessor:
         self._obj = obj
 
     def _t(self, what: str) -> Tracked:
-        return tracked_of(self._obj, what)
+        tracked = tracked_of(self._obj, what)
+        if tracked.index and what not in _KEEP_INDEX:
+            raise LineageError(
+                f"{what} after set_index: hippo takes, on a frame with an index set, only "
+                f"{', '.join(sorted(_KEEP_INDEX - {'filter_mask'}))} and loc[mask] / filter(boolean Series); "
+                f"call .hippo.reset_index() first (the index columns come back as columns), or set the index later")
+        return tracked
 
     # -- state
     @property
@@ -374,7 +387,7 @@ class HippoAccessor:
                 "and use the frame it returns (or hippo.open(store, run_id))"
             )
         lineage: Lineage = handle.value
-        missing = [c for c in lineage.columns if c not in self._obj.columns]
+        missing = missing_columns(self._obj, lineage.columns)
         if missing or result_fingerprint(self._obj, lineage.columns) != handle.fingerprint:
             raise StaleResultError(
                 f"lineage: this frame's rows are not the result of run {lineage.run_id} as computed "
@@ -417,6 +430,8 @@ class HippoAccessor:
         """
         tracked = self._t("compute")
         result, run_id = _compute(tracked, progress=progress, **compute_kwargs)
+        if tracked.index:  # set_index: shown as the index, still columns of the lineage (queries name them)
+            result = result.set_index(list(tracked.index))
         lineage = Lineage(tracked.store, run_id)
         # compute() fingerprinted this very frame for the manifest, on all its columns: reuse that
         recorded = lineage.manifest.get("result", {}).get("fingerprint")
@@ -518,8 +533,30 @@ class HippoAccessor:
         >>> out = df.hippo.assign(prev=lambda p: p.x.shift(1), lineage=hippo.lin.Window(reads=["x"], preceding=1))
         >>> out.hippo.compute().hippo.lineage.backward(rows=[2], columns=["prev"])["df"].rows
         array([1, 2])
+
+        A Series is taken when it is one of this frame's columns, unchanged
+        (``assign(c=df.x)``, pandas): its memory shows it. A Series computed
+        outside hippo (``df.x * 2``) is refused, since nothing shows which
+        cells made it: write the same expression as a callable
+        (``assign(c=lambda p: p.x * 2)``).
         """
-        return _expose(self._t("assign").assign(lineage=lineage, **assignments))
+        tracked = self._t("assign")
+        assignments = {name: self._column_of(name, value) for name, value in assignments.items()}
+        return _expose(tracked.assign(lineage=lineage, **assignments))
+
+    def _column_of(self, name: str, value: Any) -> Any:
+        """A Series that is one of this frame's columns, as a picklable copy of it; anything else as given."""
+        if not isinstance(value, pd.Series) or is_dask(self._obj) or not value.index.equals(self._obj.index):
+            return value
+        # taken from this very frame (pandas hands a frame's attrs to its columns): two sources of
+        # one DataFrame share its memory, and b.y must not pass for a's column
+        if value.attrs.get(_TRACKED_ATTR) is not self._obj.attrs.get(_TRACKED_ATTR):
+            return value
+        memory = _buffer_key(value.array)
+        for column in self._obj.columns:  # the same memory: the column itself (copy-on-write: never edited since)
+            if _buffer_key(self._obj[column].array) == memory and value.dtype == self._obj[column].dtype:
+                return _Column(column)
+        return value
 
     def filter(self, predicate: Callable[[pd.DataFrame], Any], lineage: LineageType | None = None) -> Any:
         """Keep the rows where ``predicate(partition)`` is True.
@@ -529,15 +566,18 @@ class HippoAccessor:
         ``lineage=hippo.lin.All(...)``. Either way a kept row's cells trace to
         the same row (the predicate's columns are not values of the output).
         """
-        tracked = self._t("filter")
+        tracked = self._t("filter" if callable(predicate) else "filter_mask")
         if callable(predicate):
             return _expose(tracked.filter(predicate, lineage=lineage))
         return _expose(tracked.filter_mask(self._mask(predicate, "filter")))
 
     def _mask(self, mask: Any, what: str) -> np.ndarray:
         """A boolean Series (or array) over this frame's rows, as positions; refused when it is over other rows."""
-        if is_dask(mask) or is_dask(self._obj):
-            return mask  # Tracked.filter_mask refuses it, naming the spelling for Dask
+        if is_dask(mask) != is_dask(self._obj):
+            raise LineageError(f"{what}: the boolean Series and the frame must be both pandas or both Dask; compute "
+                               "the Series from this frame (df.x > 0)")
+        if is_dask(mask):
+            return mask  # checked partition by partition against the frame's (Tracked.filter_mask)
         if isinstance(mask, pd.Series):
             if not mask.index.equals(self._obj.index):
                 raise LineageError(f"{what}: the boolean Series has another index than the frame; compute it from this "
@@ -557,8 +597,9 @@ class HippoAccessor:
         """Select rows and columns, as ``DataFrame.loc``, with lineage.
 
         ``df.hippo.loc[mask]`` keeps the rows where a boolean Series of this
-        frame (``df.x > 0``, pandas) or a function of the frame (``lambda p:
-        p.x > 0``, pandas and Dask) is True; ``df.hippo.loc[mask, ["a", "b"]]``
+        frame (``df.x > 0``; on Dask each of its partitions must have the
+        index of the frame's partition, checked on the workers) or a function
+        of the frame (``lambda p: p.x > 0``) is True; ``df.hippo.loc[mask, ["a", "b"]]``
         also keeps those columns, ``df.hippo.loc[:, "a"]`` only a column (a
         one-column frame, where pandas gives a Series). Row labels are not
         supported: select rows by a condition.
@@ -593,6 +634,7 @@ class HippoAccessor:
            a  b
         0  1  4
         """
+        import re
         import sys
 
         from .lin import Rowwise
@@ -604,6 +646,9 @@ class HippoAccessor:
             raise LineageError("query: inplace, local_dict, global_dict, resolvers, level and target are not supported; "
                                "refer to variables with @name")
         reads, variables = _query_names(expr, tracked.columns)
+        if tracked.index and re.search(r"\bindex\b", re.sub(r"`[^`]*`", "", expr)):
+            raise LineageError(f"query: after set_index, name the index by its column name {list(tracked.index)}, "
+                               "not 'index'")
         caller = sys._getframe(1)
         scope = {**caller.f_globals, **caller.f_locals}
         missing = [v for v in variables if v not in scope]
@@ -790,8 +835,103 @@ class HippoAccessor:
         return _expose(self._t("dropna").dropna(subset=subset, how=how))
 
     def sort_values(self, by: str | Sequence[str], ascending: bool = True) -> Any:
-        """Sort rows by columns."""
+        """Sort rows by columns (or index levels, named as pandas does)."""
         return _expose(self._t("sort_values").sort_values(by, ascending=ascending))
+
+    def sort_index(self, ascending: bool = True) -> Any:
+        """Sort rows by the index set with :meth:`set_index` (a sort by its columns)."""
+        tracked = self._t("sort_index")
+        if not tracked.index:
+            raise LineageError("sort_index: this frame has no index set (its row labels are not tracked); sort by "
+                               "columns with sort_values(...), or set_index(...) first")
+        return _expose(tracked.sort_values(list(tracked.index), ascending=ascending))
+
+    def set_index(self, keys: str | Sequence[str], drop: bool = True, append: bool = False) -> Any:
+        """Show columns as the row index, as ``DataFrame.set_index``; their cells keep lineage.
+
+        The index columns stay part of the lineage: queries name them like
+        columns (``lin.backward(rows=[0], columns=["id"])``), and the frame
+        ``compute()`` returns has them as its index. Until
+        :meth:`reset_index`, a frame with an index set takes the steps that
+        keep an index in pandas (:meth:`join`, :meth:`sort_index`,
+        :meth:`sort_values`, :meth:`query`, ``loc[mask]``, column selection,
+        :meth:`drop`, :meth:`rename`, :meth:`astype`, :meth:`fillna`,
+        :meth:`dropna`, :meth:`drop_duplicates`, :meth:`head` / :meth:`tail`
+        / :meth:`sample`, :meth:`compute`); others say to call ``reset_index()``
+        first. The rows keep their order, on Dask too (Dask's own
+        ``set_index`` sorts them: call :meth:`sort_index` for that); on Dask
+        the index is one column (Dask has no MultiIndex).
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"id": [7, 3], "x": [1.5, 2.5]}).hippo.source("df")
+        >>> out = df.hippo.set_index("id").hippo.compute()
+        >>> out
+              x
+        id     
+        7   1.5
+        3   2.5
+        >>> out.hippo.lineage.backward(rows=[1], columns=["id"])["df"].cells
+           row column
+        0    1     id
+        """
+        if not drop or append:
+            raise LineageError("set_index: drop=False and append=True are not supported; copy the column first "
+                               "(df.hippo.assign(id2=lambda p: p.id).hippo.set_index('id2')) or set all levels at once")
+        return _expose(self._t("set_index").set_index(keys))
+
+    def reset_index(self, level: str | Sequence[str] | None = None, drop: bool = False) -> Any:
+        """Move the index set with :meth:`set_index` back to columns (first), as ``DataFrame.reset_index``.
+
+        ``drop=True`` drops the index instead; ``level=`` moves some levels
+        only. Rows are numbered 0..n-1 again. A frame without an index set
+        has row labels hippo does not track: ``reset_index(drop=True)`` is
+        fine, ``reset_index()`` is refused (its column would have no lineage).
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"k": ["a", "b", "a"], "x": [1, 2, 3]}).hippo.source("df")
+        >>> df.hippo.groupby("k", as_index=True).sum().hippo.reset_index()
+           k  x
+        0  a  4
+        1  b  2
+        """
+        return _expose(self._t("reset_index").reset_index(level=level, drop=drop))
+
+    def join(self, other: Any, on: str | Sequence[str] | None = None, how: str = "left", lsuffix: str = "",
+             rsuffix: str = "", sort: bool = False, validate: str | None = None) -> Any:
+        """Match ``other``'s index, as ``DataFrame.join``: a :meth:`merge` on the index set with :meth:`set_index`.
+
+        ``other`` must have an index set (``other.hippo.set_index(key)``);
+        ``on=`` names this frame's columns to match it with, by default this
+        frame's own index. The result keeps this frame's index. Lineage is the
+        merge's: a cell copied from a side traces to that side's row, a key
+        cell to both rows. ``how="right"`` / ``"outer"`` need the keys named
+        alike on both sides (one key column in the result).
+
+        Examples
+        --------
+        >>> import pandas as pd, hippo_dask as hippo, tempfile
+        >>> _ = hippo.set_store(tempfile.mkdtemp())
+        >>> people = pd.DataFrame({"id": [1, 2], "age": [30, 40]}).hippo.source("people")
+        >>> visits = pd.DataFrame({"pid": [2, 1, 2], "cost": [5, 6, 7]}).hippo.source("visits")
+        >>> visits.hippo.join(people.hippo.set_index("id"), on="pid")
+           pid  cost  age
+        0    2     5   40
+        1    1     6   30
+        2    2     7   40
+        """
+        if sort:
+            raise LineageError("join(sort=True): sort afterwards with .hippo.sort_index() / sort_values(...)")
+        if how not in ("left", "inner", "right", "outer"):
+            raise LineageError(f"join: how must be left, inner, right or outer, got {how!r}")
+        left = self._t("join")
+        return _expose(left.join(tracked_of(other, "join (other frame)"), on=on, how=how, lsuffix=lsuffix,
+                                 rsuffix=rsuffix, validate=validate))
 
     def drop_duplicates(self, subset: Sequence[str] | None = None, keep: str = "first") -> Any:
         """Drop duplicate rows, keeping the first (or last) of each."""
@@ -842,7 +982,7 @@ class HippoAccessor:
         return _expose(tracked.assign(lineage=Rowwise(reads=reads) if reads is not None else None, **{name: row_apply}))
 
     def tail(self, n: int = 5) -> Any:
-        """The last ``n`` rows, as a tracked frame (pandas; on Dask, sort the other way and take :meth:`head`)."""
+        """The last ``n`` rows, as a tracked frame; on Dask, Dask's ``tail`` (the last partition's last rows)."""
         return _expose(self._t("tail").tail(n))
 
     def where(self, cond: Callable[[pd.DataFrame], Any], other: Any = np.nan) -> Any:
@@ -887,7 +1027,8 @@ class HippoAccessor:
         # New values go to new columns first, so every condition sees the values as they were
         made = {c: _fresh_name(columns, f"{c}_{what}") for c in columns}
         for column in columns:
-            tracked = tracked.assign(**{made[column]: _Where(column, cond, other, keep, columns if whole else None)})
+            tracked = tracked.assign(**{made[column]: _Where(column, cond, other, keep, columns if whole else None,
+                                                             settle=tracked.is_dask)})
         tracked = tracked.drop(columns).rename({made[c]: c for c in columns})
         return _expose(tracked)
 
@@ -899,21 +1040,16 @@ class HippoAccessor:
     def groupby(self, by: str | Sequence[str], dropna: bool = True, as_index: bool = False, sort: bool = True) -> GroupBy:
         """Group rows by key columns; follow with ``.agg(...)``, ``.sum()``, ``["x"].mean()``, ``.size()``, ...
 
-        As pandas' ``groupby(by, as_index=False)``: the keys come back as
-        columns, since lineage traces columns (index labels are not cells).
-        ``as_index=True`` is refused; call ``.set_index(keys)`` on the computed
-        result instead. Groups come back sorted by key (``sort=False`` is
-        accepted and changes nothing). See :class:`GroupBy` for the spellings.
+        Unlike pandas, ``as_index`` is False by default: the keys come back
+        as columns, which every later step takes. ``as_index=True`` shows them
+        as the index (:meth:`set_index`; their cells keep lineage either way),
+        as pandas' default does. Groups come back sorted by key (``sort=False``
+        is accepted and changes nothing). See :class:`GroupBy` for the spellings.
         """
-        if as_index:
-            raise LineageError(
-                "groupby(as_index=True): hippo keeps the group keys as columns (their cells have lineage; index "
-                "labels do not): use df.hippo.groupby(keys) (as_index=False, the default here) and "
-                "result.set_index(keys) after compute()")
         if callable(by) or isinstance(by, (pd.Series, pd.Index, np.ndarray)) or is_dask(by):
             raise LineageError("groupby: group by column names (df.hippo.groupby('k')); to group by a computed value, "
                                "add it first: df.hippo.assign(k=lambda p: ...).hippo.groupby('k')")
-        return GroupBy(self._t("groupby"), by, dropna)
+        return GroupBy(self._t("groupby"), by, dropna, as_index=bool(as_index))
 
     # -- machine learning (scikit-learn)
     def split(self, test_size: float = 0.25, seed: int = 0, by: str | Sequence[str] | None = None) -> tuple[Any, Any]:
@@ -1179,9 +1315,14 @@ def _row_reads(func: Callable, probe: pd.DataFrame, args: tuple, kwargs: Mapping
 class _Where:
     """One column of ``frame.where(cond(frame), other)`` (or ``mask``), picklable."""
 
-    def __init__(self, column: str, cond: Callable, other: Any, keep: bool, originals: Sequence[str] | None) -> None:
+    def __init__(self, column: str, cond: Callable, other: Any, keep: bool, originals: Sequence[str] | None,
+                 settle: bool = False) -> None:
         self.column, self.cond, self.other, self.keep = column, cond, other, keep
         self.originals = None if originals is None else list(originals)
+        # Dask: pandas' where gives int64 where no value is replaced and float64 where one is, so
+        # partitions would disagree with each other and with Dask's meta (a later sort then fails
+        # computing divisions). Every partition takes the dtype of a column with a value replaced.
+        self.settle = settle
 
     def __call__(self, frame: pd.DataFrame) -> pd.Series:
         if self.originals is not None:
@@ -1193,7 +1334,15 @@ class _Where:
         if isinstance(other, pd.DataFrame):
             other = other[self.column]
         values = frame[self.column]
-        return values.where(cond, other) if self.keep else values.mask(cond, other)
+        out = values.where(cond, other) if self.keep else values.mask(cond, other)
+        if self.settle:
+            from dask.dataframe.utils import meta_nonempty
+
+            sample = meta_nonempty(values.iloc[:0]).iloc[:2]
+            replaced = sample.where(np.arange(len(sample)) == 0, other if not callable(self.other) else np.nan)
+            if out.dtype != replaced.dtype:
+                out = out.astype(replaced.dtype)
+        return out
 
 
 def _fresh_name(taken: Sequence[str], base: str) -> str:
@@ -1202,6 +1351,16 @@ def _fresh_name(taken: Sequence[str], base: str) -> str:
         i += 1
         name = f"{base}{i}"
     return name
+
+
+class _Column:
+    """``lambda p: p[column]``, picklable: ``assign(c=df.x)`` as a copy of the column."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+    def __call__(self, frame: pd.DataFrame) -> pd.Series:
+        return frame[self.column]
 
 
 class _Clip:
@@ -1214,13 +1373,13 @@ class _Clip:
         return frame[self.column].clip(self.lower, self.upper)
 
 
+# Steps that keep a frame's index (set_index) as pandas does; others refuse a frame with one.
+_KEEP_INDEX = frozenset({"compute", "to_parquet", "select", "drop", "rename", "astype", "fillna", "dropna",
+                         "drop_duplicates", "sort_values", "sort_index", "head", "tail", "sample", "query", "pipe",
+                         "reset_index", "set_index", "join", "filter_mask", "nlargest", "nsmallest"})
+
 # pandas methods hippo does not take (yet), with the nearest spelling it does take
 _NEAREST = {
-    "set_index": "hippo results are positioned rows (their labels carry no lineage): keep the column and call "
-                 "result.set_index(...) after compute()",
-    "reset_index": "row labels carry no lineage and compute() numbers the result's rows 0..n-1; keep values you "
-                   "need as columns (set_index is not supported either)",
-    "join": "use df.hippo.merge(other, on=..., how=...) with the keys as columns",
     "iloc": "select rows by a condition (df.hippo.loc[mask] or df.hippo.filter(...)) or df.hippo.head(n)",
     "agg": "use df.hippo.groupby(keys).agg(...) (per group), or group by a constant column for the whole frame",
     "transform": "use df.hippo.assign(...) or df.hippo.groupby(keys).transform(...)",

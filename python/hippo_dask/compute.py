@@ -356,6 +356,7 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
             result = result.reset_index(drop=True)  # rows are positions: labels and positions agree
             result.attrs = {}
             summary = {"columns": list(result.columns), "rows": len(result), "digest": fragments[0].get("digest", {}),
+                       "index": list(tracked.index),  # columns compute() returns as the index (set_index)
                        # order-sensitive: lets a caller check a frame is this result, row for row
                        "fingerprint": list(P.result_fingerprint(result, list(result.columns)))}
             if parquet is not None:

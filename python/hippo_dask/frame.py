@@ -104,6 +104,10 @@ class Tracked:
     #: pandas runs every step at once, so its frames keep neither (nor their parents alive).
     parents: tuple["Tracked", ...] = field(default=(), repr=False, compare=False)
     make: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+    #: Columns shown as the row index (``set_index``). They stay columns of ``data`` and of the
+    #: node, so their cells keep lineage and queries name them like columns; only the frame the
+    #: user sees, and the result ``compute()`` returns, show them as the index.
+    index: tuple[str, ...] = ()
 
     @property
     def backend(self):
@@ -117,22 +121,36 @@ class Tracked:
     def columns(self) -> tuple[str, ...]:
         return self.node.columns
 
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        """The columns pandas would show as columns: all but those shown as the index."""
+        return tuple(c for c in self.columns if c not in self.index)
+
     def user_view(self) -> Any:
-        """The frame the user sees: the data without hidden columns."""
-        return P.clean(self.data)
+        """The frame the user sees: the data without hidden columns, the ``set_index`` columns as its index."""
+        view = P.clean(self.data)
+        if not self.index:
+            return view
+        if self.is_dask:  # lazily, partition by partition, the rows in their order (sort_index sorts them)
+            return view.set_index(self.index[0], sort=False)
+        return view.set_index(list(self.index))
 
     # ------------------------------------------------------------------ helpers
     def _derive(self, data: Any, node: Node, sources: Mapping[str, SourceInfo] | None = None,
                 recorders: Mapping[str, Any] | None = None,
                 receipts: Mapping[str, tuple[str, ...]] | None = None,
-                make: Callable[..., Any] | None = None, parents: Sequence["Tracked"] | None = None) -> "Tracked":
-        """The frame after one step; ``make`` (with ``parents``, default this frame) is how its data was built."""
+                make: Callable[..., Any] | None = None, parents: Sequence["Tracked"] | None = None,
+                index: Sequence[str] | None = None) -> "Tracked":
+        """The frame after one step; ``make`` (with ``parents``, default this frame) is how its data was built.
+
+        The index columns carry over (rows keep their labels) unless ``index`` says otherwise.
+        """
         lazy = make is not None and self.is_dask
         return Tracked(data, node, self.store, self.sources if sources is None else sources,
                        self.recorders if recorders is None else recorders,
                        self.receipts if receipts is None else receipts,
                        parents=(tuple((self,) if parents is None else parents) if lazy else ()),
-                       make=make if lazy else None)
+                       make=make if lazy else None, index=self.index if index is None else tuple(index))
 
     def _run(self, make: Callable[..., Any], *parents: "Tracked") -> Any:
         """``make(*parent datas)`` now (default parent: this frame); a user function failing on pandas is recorded."""
@@ -370,6 +388,32 @@ class Tracked:
                           None if reads is None else tuple(reads), node_id)
         return self._filter_node(predicate, call, params, node_id)
 
+    def _filter_dask_mask(self, mask: Any) -> "Tracked":
+        """A Dask boolean Series of this frame: partition i keeps the rows of partition i where it is True.
+
+        Each mask partition must have the index of the data partition it is applied to
+        (checked on the workers, as pandas' mask is checked against the frame's index),
+        so a mask of other rows is refused instead of keeping rows by another's values.
+        """
+        if not is_dask(mask) or mask.ndim != 1:
+            raise LineageError("filter / loc on a Dask frame: pass a boolean Dask Series of this frame (df.x > 0) "
+                               f"or a function of each partition (lambda p: p.x > 0), got {type(mask).__name__}")
+        if mask.npartitions != self.data.npartitions:
+            raise LineageError(f"filter / loc: the boolean Series has {mask.npartitions} partitions and the frame "
+                               f"{self.data.npartitions}; compute it from this frame (df.x > 0)")
+        # lineage "all": the condition may depend on any row; its values are not kept (no sliced replay)
+        params = {"predicate": {"name": "<boolean mask>", "mask": True, "dask": True}, "reads": None,
+                  "lineage": {"kind": "all", "reads": None}}
+        node_id = token("filter", self.node.id, params, mask._name)
+        backend = self.backend
+
+        def make(d: Any) -> Any:
+            return backend.partitionwise(d, P.filter_by_mask_partition, mask, meta=backend.meta(d))
+
+        data = self._run(make)
+        return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
+                                        node_id=node_id), make=make)
+
     def _filter_node(self, predicate: Callable, call: P.UserCall, params: Mapping[str, Any], node_id: str) -> "Tracked":
         """The filter step itself, whichever way its predicate was given (a function, or a mask)."""
         backend = self.backend
@@ -390,9 +434,7 @@ class Tracked:
         kept (``row_reads``) it answers every column.
         """
         if self.is_dask:
-            raise LineageError(
-                "filter / loc with a boolean Series: on a Dask frame write the condition as a function of each "
-                "partition instead, e.g. df.hippo.filter(lambda p: p.x > 0) or df.hippo.loc[lambda p: p.x > 0]")
+            return self._filter_dask_mask(mask)
         mask = np.asarray(mask)
         if mask.dtype != bool or mask.shape != (len(self.data),):
             raise LineageError(f"filter: a mask must hold one boolean per row ({len(self.data)}, no missing values), "
@@ -514,9 +556,21 @@ class Tracked:
                                         code={"func": func}), make=make)
 
     # ------------------------------------------------------------------ column ops
+    def _refuse_index_columns(self, what: str, columns: Iterable[str]) -> None:
+        """pandas names only columns here; the ``set_index`` columns are the index."""
+        shown = [c for c in columns if c in self.index]
+        if shown:
+            raise ColumnError(f"{what}: {shown} {'is' if len(shown) == 1 else 'are'} the index (set_index), not "
+                              "a column; name other columns, or call .hippo.reset_index() first")
+
     def select(self, columns: str | Sequence[str]) -> "Tracked":
+        """The ``columns`` (with the index columns, which a column selection keeps)."""
         columns = [columns] if isinstance(columns, str) else list(columns)
         self._require("select", columns)
+        self._refuse_index_columns("select", columns)
+        return self._select(list(self.index) + columns)
+
+    def _select(self, columns: list[str]) -> "Tracked":
         if len(set(columns)) != len(columns):
             raise ColumnError(f"select: duplicate columns in {columns}")
         hidden_columns = self.node.hidden_columns
@@ -531,6 +585,10 @@ class Tracked:
     def drop(self, columns: str | Sequence[str]) -> "Tracked":
         columns = [columns] if isinstance(columns, str) else list(columns)
         self._require("drop", columns)
+        self._refuse_index_columns("drop", columns)
+        return self._drop(columns)
+
+    def _drop(self, columns: list[str]) -> "Tracked":
         kept = [c for c in self.columns if c not in columns]
 
         def make(d: Any) -> Any:
@@ -543,6 +601,7 @@ class Tracked:
         if not isinstance(columns, Mapping):
             raise LineageError("rename: pass columns={old: new, ...}")
         self._require("rename", columns)
+        self._refuse_index_columns("rename", columns)
         out = [columns.get(c, c) for c in self.columns]
         if len(set(out)) != len(out) or any(not isinstance(c, str) or c.startswith(HIDDEN_PREFIX) for c in out):
             raise ColumnError(f"rename: the new names {out} must be unique strings not starting with {HIDDEN_PREFIX!r}")
@@ -567,23 +626,36 @@ class Tracked:
         return self._derive(data, unary(op, self.node, self.columns, identity_colmap(self.columns), params,
                                         key=(args, kwargs), code={"args": args, "kwargs": kwargs}), make=make)
 
+    def _per_value_column(self, what: str, value: Any) -> Any:
+        """``value`` for every column, as a mapping when the frame has index columns (pandas leaves the index alone)."""
+        if isinstance(value, Mapping):
+            self._require(what, value)
+            self._refuse_index_columns(what, value)
+            return value
+        if not self.index:
+            return value
+        if not np.isscalar(value) and value is not None and not isinstance(value, (type, np.dtype, pd.api.extensions.ExtensionDtype)):
+            raise LineageError(f"{what} after set_index: pass one value or a mapping {{column: value}}, or call "
+                               ".hippo.reset_index() first")
+        return {c: value for c in self.value_columns}
+
     def astype(self, dtype: Any) -> "Tracked":
-        if isinstance(dtype, Mapping):
-            self._require("astype", dtype)
+        dtype = self._per_value_column("astype", dtype)
         return self._row_preserving("astype", "astype", (dtype,), {}, {"dtype": repr(dtype)})
 
     def fillna(self, value: Any) -> "Tracked":
-        if isinstance(value, Mapping):
-            self._require("fillna", value)
+        value = self._per_value_column("fillna", value)
         return self._row_preserving("fillna", "fillna", (value,), {}, {"value": repr(value)})
 
     def replace(self, to_replace: Any = None, value: Any = None) -> "Tracked":
+        if self.index:
+            raise LineageError("replace after set_index: call .hippo.reset_index() first, or replace before set_index")
         kwargs = {"to_replace": to_replace} if value is None else {"to_replace": to_replace, "value": value}
         return self._row_preserving("replace", "replace", (), kwargs, {"to_replace": repr(to_replace), "value": repr(value)})
 
     # ------------------------------------------------------------------ row selection
     def dropna(self, subset: Sequence[str] | None = None, how: str = "any") -> "Tracked":
-        subset = list(self.columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
+        subset = list(self.value_columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
         self._require("dropna", subset)
         if how not in ("any", "all"):
             raise LineageError(f"dropna: how must be 'any' or 'all', got {how!r}")
@@ -610,7 +682,7 @@ class Tracked:
                             make=make)
 
     def drop_duplicates(self, subset: Sequence[str] | None = None, keep: str = "first") -> "Tracked":
-        subset = list(self.columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
+        subset = list(self.value_columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
         self._require("drop_duplicates", subset)
         if keep not in ("first", "last"):
             raise LineageError(f"drop_duplicates: keep must be 'first' or 'last', got {keep!r}")
@@ -649,13 +721,15 @@ class Tracked:
                             make=make)
 
     def tail(self, n: int = 5) -> "Tracked":
-        """The last ``n`` rows: a ``head`` node counted from the end (``params["last"]``), pandas only."""
-        if self.is_dask:
-            raise LineageError("tail on a Dask frame: Dask's tail reads only the last partition; sort the other way "
-                               "round and take head(n): df.hippo.sort_values(col, ascending=False).hippo.head(n)")
+        """The last ``n`` rows: a ``head`` node counted from the end (``params["last"]``).
+
+        On Dask, Dask's own ``tail``: the last rows of the last partition (fewer
+        than ``n`` when it has fewer); each traces to its own row either way.
+        """
+        dask_tail = self.is_dask
 
         def make(d: Any) -> Any:
-            return d.tail(n)
+            return d.tail(n, compute=False) if dask_tail else d.tail(n)
 
         data = self._run(make)
         return self._derive(data, unary("head", self.node, self.columns, identity_colmap(self.columns),
@@ -673,6 +747,92 @@ class Tracked:
         params = {"column": cols, "ignore_index": ignore_index}
         return self._derive(data, unary("explode", self.node, self.columns, identity_colmap(self.columns), params),
                             make=make)
+
+    # ------------------------------------------------------------------ the index
+    def set_index(self, keys: str | Sequence[str]) -> "Tracked":
+        """Show the ``keys`` columns as the row index; they stay tracked columns (their cells keep lineage).
+
+        As pandas, the previous index columns are dropped. The rows keep their
+        order on Dask too (Dask's own ``set_index`` sorts; ``sort_index()`` does).
+        """
+        keys = [keys] if isinstance(keys, str) else list(keys) if isinstance(keys, (list, tuple)) else keys
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise LineageError("set_index: pass column names (df.hippo.set_index('id') or set_index(['a', 'b'])); "
+                               "an array or Series of labels has no lineage")
+        self._require("set_index", keys)
+        self._refuse_index_columns("set_index", keys)
+        if len(set(keys)) != len(keys):
+            raise ColumnError(f"set_index: duplicate columns in {keys}")
+        if self.is_dask and len(keys) > 1:
+            raise LineageError(f"set_index({keys}) on a Dask frame: Dask has no MultiIndex; set one column as the index")
+        base = replace(self, index=())._drop(list(self.index)) if self.index else self
+        return replace(base, index=tuple(keys))
+
+    def reset_index(self, level: str | Sequence[str] | None = None, drop: bool = False) -> "Tracked":
+        """The index columns back as columns (first, as pandas puts them), or dropped; rows numbered anew."""
+        if not self.index:
+            if not drop:
+                raise LineageError(
+                    "reset_index(): this frame's row labels are not tracked (hippo numbers a result's rows 0..n-1), "
+                    "so a column made from them would have no lineage. hippo's groupby already returns the keys "
+                    "as columns (as_index=False); to keep a source's labels, make them a column before "
+                    ".hippo.source(...) (df.reset_index().hippo.source(name)); reset_index(drop=True) is fine")
+            return self._renumber()
+        levels = list(self.index) if level is None else [level] if isinstance(level, str) else list(level)
+        unknown = [c for c in levels if c not in self.index]
+        if unknown:
+            raise ColumnError(f"reset_index: {unknown} {'is' if len(unknown) == 1 else 'are'} not in the index "
+                              f"{list(self.index)}")
+        staying = [c for c in self.index if c not in levels]
+        base = replace(self, index=())
+        if drop:
+            base = base._drop(levels)
+        else:
+            base = base._select(levels + [c for c in self.columns if c not in levels])
+        return replace(base._renumber(), index=tuple(staying))
+
+    def _renumber(self) -> "Tracked":
+        """The same rows labelled 0..n-1 (on Dask: within each partition, as Dask's reset_index does)."""
+        return self._row_preserving("reset_index", "reset_index", (), {"drop": True}, {})
+
+    def join(self, other: "Tracked", on: str | Sequence[str] | None = None, how: str = "left",
+             lsuffix: str = "", rsuffix: str = "", validate: str | None = None) -> "Tracked":
+        """pandas' ``join``: match ``on`` (default: this frame's index) with ``other``'s index, as a merge.
+
+        The result keeps this frame's index; ``other``'s index columns, matched
+        by the keys, are not repeated.
+        """
+        if not other.index:
+            raise LineageError("join: the other frame has no index set, and join matches its index: call "
+                               "other.hippo.set_index(key) first, or use df.hippo.merge(other, left_on=..., right_on=...)")
+        if on is None:
+            if not self.index:
+                raise LineageError("join: this frame has no index set: pass on='column' to match the other frame's "
+                                   "index, or call df.hippo.set_index(key) first")
+            left_on = list(self.index)
+        else:
+            left_on = [on] if isinstance(on, str) else list(on)
+        right_on = list(other.index)
+        if len(left_on) != len(right_on):
+            raise LineageError(f"join: {left_on} and the other frame's index {right_on} differ in length")
+        self._require("join on", left_on)
+        clash = [c for c in right_on if c in self.columns and c not in left_on]
+        clash += [c for c in self.index if c in other.columns and c not in right_on]
+        if clash:
+            raise ColumnError(f"join: {clash} names an index level of one frame and a column of the other; rename "
+                              "one of them first (rename(columns=...) before set_index)")
+        overlap = [c for c in self.value_columns if c in other.value_columns]
+        if overlap and not (lsuffix or rsuffix):
+            raise ColumnError(f"join: columns overlap but no suffix specified: {overlap}; pass lsuffix= and/or rsuffix=")
+        named_alike = left_on == right_on
+        if how in ("right", "outer") and not named_alike:
+            raise LineageError(f"join(how={how!r}) on {left_on} against the index {right_on}: the result's keys would "
+                               "come from both sides; name them alike first (rename) so they are one column")
+        merged = self.merge(other, how=how, left_on=left_on, right_on=right_on, suffixes=(lsuffix, rsuffix),
+                            validate=validate)
+        if not named_alike:  # the other frame's index is the matched keys: pandas does not repeat it
+            merged = merged._drop([c for c in right_on if c in merged.columns])
+        return replace(merged, index=self.index)
 
     # ------------------------------------------------------------------ many-to-one, many-to-many
     def _check_named(self, what: str, keys: list[str], named: Mapping[str, tuple[str, str]]) -> None:
@@ -732,7 +892,7 @@ class Tracked:
             slots=(slot,), slot_from=({},), new_slot=slot, slot_origin={slot: identity}, params=params,
             code={"aggregations": functions} if functions else None,
         )
-        return self._derive(data, node, recorders={**self.recorders, identity: recorded}, make=make)
+        return self._derive(data, node, recorders={**self.recorders, identity: recorded}, make=make, index=())
 
     def groupby_transform(self, keys: Sequence[str], named: Mapping[str, tuple[str, str]],
                           dropna: bool = True) -> "Tracked":
@@ -858,8 +1018,10 @@ class Tracked:
         for col, info in right.sources.items():
             slot = col[len(HIDDEN_PREFIX):]
             sources[hidden(renamed.get(slot, slot))] = info
+        # pandas numbers a merge's rows anew: neither side's index survives (join keeps the left one)
         return self._derive(data, node, sources, recorders={**self.recorders, **right.recorders},
-                            receipts=union_receipts(self.receipts, right.receipts), make=make, parents=(self, right))
+                            receipts=union_receipts(self.receipts, right.receipts), make=make, parents=(self, right),
+                            index=())
 
     # ------------------------------------------------------------------ ML steps
     def split(self, test_size: float, seed: int, by: Sequence[str] | None = None) -> tuple["Tracked", "Tracked"]:
@@ -1147,8 +1309,16 @@ def concat(frames: Sequence[Tracked], ignore_index: bool = False) -> Tracked:
         new_slot=tag, slot_origin=origin, params=params,
     )
     lazy = frames[0].is_dask
-    return Tracked(data, node, frames[0].store, sources, recorders, receipts,
-                   parents=tuple(frames) if lazy else (), make=make if lazy else None)
+    indexes = {f.index for f in frames}
+    if len(indexes) != 1:
+        raise LineageError(f"concat: the frames have different indexes ({sorted(indexes)}); set the same index on "
+                           "each (set_index) or none")
+    stacked = Tracked(data, node, frames[0].store, sources, recorders, receipts,
+                      parents=tuple(frames) if lazy else (), make=make if lazy else None)
+    index = frames[0].index
+    if index and ignore_index:  # pandas drops the labels
+        return stacked._drop(list(index))
+    return replace(stacked, index=index)
 
 
 def union_receipts(*parts: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:

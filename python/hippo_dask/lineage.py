@@ -491,8 +491,13 @@ class Lineage:
 
     @property
     def columns(self) -> list[str]:
-        """Columns of the result."""
+        """Columns of the result, with those ``compute()`` returned as its index (:attr:`index`)."""
         return list(self._manifest["result"]["columns"])
+
+    @property
+    def index(self) -> list[str]:
+        """The columns the result shows as its index (``set_index``); queries name them like columns."""
+        return list(self._manifest["result"].get("index") or [])
 
     @property
     def nrows(self) -> int:
@@ -638,7 +643,7 @@ class Lineage:
         """Result rows ``rows`` of ``data`` or of the result frame while it is alive, checked row for row."""
         import pandas as pd
 
-        from .partition import result_fingerprint
+        from .partition import missing_columns, result_columns, result_fingerprint
 
         what = f"TraceSet.frame (the result of run {self.run_id})"
         parquet = self._manifest["result"].get("parquet")
@@ -659,13 +664,13 @@ class Lineage:
             raise ReplayError(f"{what}: the run recorded no row-order fingerprint of its result (a to_parquet run), "
                               "so no frame can be checked to hold its rows in order; result positions are rows in "
                               "file-name order of the parquet files")
-        missing = [c for c in self.columns if c not in data.columns]
+        missing = missing_columns(data, self.columns)
         if missing or list(result_fingerprint(data, self.columns)) != list(recorded):
             raise StaleResultError(
                 f"{what}: this frame's rows are not the result as computed "
                 f"({'columns ' + str(missing) + ' are gone' if missing else 'rows were filtered, re-sorted or edited'}); "
                 "positions would name other rows. Pass the frame compute() returned, unchanged")
-        taken = data.iloc[rows][self.columns]
+        taken = result_columns(data.iloc[rows], self.columns)
         taken.attrs = {}  # not the result: its lineage handle must not ride along
         return taken
 

@@ -101,7 +101,9 @@ def check_manifest(manifest: Any, url: str) -> None:
     if c.str(result.get("node"), "result.node") not in ids:
         c.fail("result.node", "names no node")
     rows = c.count(result.get("rows"), "result.rows")
-    c.strs(result.get("columns"), "result.columns")
+    columns = c.strs(result.get("columns"), "result.columns")
+    if result.get("index") is not None and not set(c.strs(result.get("index"), "result.index")) <= set(columns or ()):
+        c.fail("result.index", "names columns the result does not have")
     total = 0
     for i, frag in enumerate(c.list(result.get("fragments"), "result.fragments")):
         frag = c.dict(frag, f"result.fragments[{i}]")

@@ -679,6 +679,18 @@ class FixedMask:
         return f"FixedMask({int(self.mask.sum())} of {len(self.mask)} rows kept)"
 
 
+def filter_by_mask_partition(part: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
+    """The rows of ``part`` where ``mask`` (the same partition of a boolean Series of the frame) is True."""
+    if not isinstance(mask, pd.Series) or not mask.index.equals(part.index):
+        raise LineageError("filter / loc: a partition of the boolean Series has another index than the frame's "
+                           "partition: it was not computed from this frame; compute it from the frame (df.x > 0) "
+                           "or pass a function (lambda p: p.x > 0)")
+    if mask.hasnans or not pd.api.types.is_bool_dtype(mask.dtype):
+        raise LineageError(f"filter / loc: the boolean Series must hold booleans without missing values, got "
+                           f"{mask.dtype}{' with missing values' if mask.hasnans else ''} (mask.fillna(False))")
+    return part[mask.to_numpy(dtype=bool)]
+
+
 def filter_partition(part: pd.DataFrame, predicate: Callable, call: UserCall = UserCall("filter")) -> pd.DataFrame:
     user = clean(part)
 
@@ -1350,6 +1362,20 @@ def combine_digests(digests: Sequence[Mapping[str, str]]) -> dict[str, str]:
 _FINGERPRINT_ROWS = 4096
 
 
+def missing_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The ``columns`` a result frame has neither as a column nor as an index level (``set_index``)."""
+    levels = set(frame.index.names)
+    return [c for c in columns if c not in frame.columns and c not in levels]
+
+
+def result_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame[columns]``, taking the columns a ``set_index`` made index levels from the index."""
+    levels = [c for c in columns if c not in frame.columns and c in frame.index.names]
+    if levels:
+        frame = frame.reset_index(level=levels)
+    return frame[list(columns)]
+
+
 def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int, str]:
     """Row count and a hash of the values of ``columns`` on evenly spread rows (all rows when few).
 
@@ -1360,7 +1386,7 @@ def result_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int
     """
     n = len(frame)
     rows = np.arange(n) if n <= _FINGERPRINT_ROWS else np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
-    sample = frame.iloc[rows][list(columns)]
+    sample = result_columns(frame.iloc[rows], columns)
     # each row hashed with its position, both spread first: a raw position XORed into the value
     # hashes is linear, so two rows swapped could sum alike (rows (0, 0) and (2, 0) did)
     hashed = _splitmix(row_hashes(sample, positions=_splitmix(rows).view(np.int64)))

@@ -37,7 +37,7 @@ ONE_TO_ONE = frozenset(
     {
         "map", "assign", "filter", "select", "drop", "rename", "astype", "dropna",
         "fillna", "replace", "explode", "flatmap", "sort_values", "drop_duplicates",
-        "sample", "head", "transform", "split", "check", "validate",
+        "sample", "head", "transform", "split", "check", "validate", "reset_index",
     }
 )
 #: One-to-one operations that record the rows failing a rule (as fragments of their node).

@@ -28,7 +28,7 @@ __all__ = ["write_view"]
 #: Operations whose output has exactly the rows of their (first) input: a count known
 #: on one side is known on the other.
 _KEEPS_ROWS = frozenset({"map", "assign", "select", "drop", "rename", "astype", "fillna", "replace",
-                         "sort_values", "transform", "check", "validate"}) | APPLY_MODEL
+                         "reset_index", "sort_values", "transform", "check", "validate"}) | APPLY_MODEL
 
 # Geometry of the drawing, in SVG pixels.
 _NODE_WIDTH, _NODE_HEIGHT = 250, 72

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 #: Operations that hand a column's value on unchanged (the row may be another's: merges, concats).
 COPIES = frozenset({"select", "drop", "rename", "filter", "dropna", "sort_values", "head", "sample",
-                    "drop_duplicates", "split", "merge", "concat", "check", "validate"})
+                    "drop_duplicates", "split", "merge", "concat", "check", "validate", "reset_index"})
 #: Aggregations whose shares add up to the value, and compose through outer sums and means.
 LINEAR = frozenset({"sum", "mean"})
 #: Groups above this size get no leave-one-out influence (it costs one aggregation per member).

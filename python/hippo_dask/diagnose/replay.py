@@ -327,7 +327,8 @@ class Rebuild:
                 built = concat(inputs, ignore_index=p["ignore_index"])
             elif node.op == "merge":
                 built = inputs[0].merge(inputs[1], how=p["how"], left_on=p["left_on"], right_on=p["right_on"],
-                                        suffixes=tuple(p["suffixes"]))
+                                        suffixes=tuple(p["suffixes"]), validate=p.get("validate"),
+                                        indicator=p.get("indicator", False))
             else:
                 built = self._unary(node, inputs)
             if built.node.op != node.op:
@@ -367,6 +368,10 @@ class Rebuild:
                 value = self._function(node, "func")
                 return t.assign(lineage=from_description(p.get("lineage")), **{p["column"]: value})
             return t.assign(**{p["column"]: self._value(node, "value_json", "is_json", "value")})
+        if op == "filter" and p.get("predicate", {}).get("dask"):
+            raise ReplayError(f"replay: run {self.lineage.run_id} filtered by a Dask boolean Series computed outside "
+                              "hippo, whose values were not kept; write the condition as a function "
+                              "(df.hippo.filter(lambda p: p.x > 0)) to make the run replayable")
         if op == "filter" and p.get("predicate", {}).get("mask"):  # a mask computed outside hippo (pandas)
             return t.filter_mask(self._function(node, "predicate").mask)
         if op == "filter":
@@ -385,7 +390,7 @@ class Rebuild:
             return getattr(t, op)(p["columns"])
         if op == "rename":
             return t.rename(p["columns"])
-        if op in ("astype", "fillna", "replace"):
+        if op in ("astype", "fillna", "replace", "reset_index"):
             arguments = p.get("arguments")
             if arguments is None:
                 code = self._stored_code(node)

@@ -300,7 +300,7 @@ def _removed_positions(lineage: "Lineage", source: str, rows: Any, sources: Mapp
 
 def _original_result(lineage: "Lineage", result: pd.DataFrame | None) -> pd.DataFrame | None:
     """The run's result frame, checked row for row against the recorded fingerprint."""
-    from ..partition import result_fingerprint
+    from ..partition import missing_columns, result_columns, result_fingerprint
 
     if result is None:
         ref = getattr(lineage, "_result_frame", None)
@@ -308,12 +308,12 @@ def _original_result(lineage: "Lineage", result: pd.DataFrame | None) -> pd.Data
         if result is None:
             return None
     recorded = lineage.manifest["result"].get("fingerprint")
-    missing = [c for c in lineage.columns if c not in result.columns]
+    missing = missing_columns(result, lineage.columns)
     if missing or len(result) != lineage.nrows or (
             recorded is not None and list(result_fingerprint(result, lineage.columns)) != list(recorded)):
         raise QueryError(f"without: result= is not the result of run {lineage.run_id} as computed (rows filtered, "
                          "re-sorted or edited); pass the frame compute() returned, or omit it to recompute it")
-    frame = result[lineage.columns].reset_index(drop=True)
+    frame = result_columns(result, lineage.columns).reset_index(drop=True)
     frame.attrs = {}
     return frame
 
