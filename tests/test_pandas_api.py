@@ -313,9 +313,26 @@ def test_merge_validate(store):
         left.hippo.merge(right, on="k", validate="one_to_one")
     out = left.hippo.merge(right, on="k", validate="one_to_many").hippo.compute()
     assert out.hippo.lineage.backward(rows=[1])["r"].rows.tolist() == [1]
-    d = tracked("dask", pd.DataFrame({"k": [1, 2], "x": [1, 2]}), "d")
-    with pytest.raises(LineageError, match="validate"):
-        d.hippo.merge(d, on="k", validate="one_to_one")
+    with pytest.raises(LineageError, match="validate must be one of"):
+        left.hippo.merge(right, on="k", validate="one_to_none")
+
+
+@pytest.mark.parametrize("validate", ["one_to_one", "1:m", "many_to_one", "m:m"])
+def test_merge_validate_on_dask_as_pandas(store, validate):
+    """Dask's merge has no validate=: hippo checks the keys in the graph and raises pandas' own error."""
+    left = pd.DataFrame({"k": [1, 2, 3, 4, 5], "x": range(5)})
+    for right in (pd.DataFrame({"k": [1, 1, 4], "y": [5, 6, 7]}), pd.DataFrame({"k": [5, 1, 4], "y": [5, 6, 7]}),
+                  pd.DataFrame({"k": [1, 2, 2, 3], "y": [1, 2, 3, 4]}).iloc[::-1]):
+        try:
+            want = left.merge(right, on="k", validate=validate)
+        except pd.errors.MergeError as error:
+            with pytest.raises(pd.errors.MergeError, match=str(error).splitlines()[0]):
+                compute(tracked("dask", left, "l", 2).hippo.merge(tracked("dask", right, "r", 2), on="k",
+                                                                  validate=validate), "dask")
+            continue
+        got = compute(tracked("dask", left, "l", 2).hippo.merge(tracked("dask", right, "r", 2), on="k",
+                                                                validate=validate), "dask")
+        same_values(got, want, ordered=False)
 
 
 def test_tail(store):

@@ -1172,7 +1172,9 @@ class HippoAccessor:
         """Join with another tracked frame, as ``DataFrame.merge`` (inner, left, right, outer).
 
         ``validate=`` ("one_to_one", "one_to_many", "many_to_one", ...) is
-        checked by pandas (pandas frames only: Dask's merge has no such check).
+        checked as pandas does, with pandas' ``MergeError``: on pandas by
+        pandas, on Dask (whose merge has no such check) in the graph, so the
+        error comes at ``compute()``.
         ``indicator=True`` (or a name) adds pandas' ``_merge`` column; its cells
         trace to no source cell (which sides had a row is a fact about the
         row: its row lineage names both rows).

@@ -931,9 +931,9 @@ class Tracked:
               indicator: bool | str = False) -> "Tracked":
         if how not in ("inner", "left", "right", "outer"):
             raise LineageError(f"merge: how must be inner, left, right or outer, got {how!r}")
-        if validate is not None and self.is_dask:
-            raise LineageError("merge(validate=): Dask's merge cannot check key uniqueness; check it on the inputs "
-                               "(e.g. compare len(df) with len(df.drop_duplicates(keys)) before the merge) and merge without it")
+        unique_sides = _UNIQUE_SIDES.get(validate, ()) if validate is not None else ()
+        if validate is not None and validate not in _UNIQUE_SIDES:
+            raise LineageError(f"merge: validate must be one of {sorted(_UNIQUE_SIDES)}, got {validate!r}")
         indicator_name = "_merge" if indicator is True else (indicator or None)
         if indicator_name is not None and not isinstance(indicator_name, str):
             raise LineageError(f"merge: indicator must be True, False or a column name, got {indicator!r}")
@@ -960,7 +960,9 @@ class Tracked:
             params["validate"] = validate
         if indicator_name is not None:
             params["indicator"] = indicator_name
-        extra = {k: v for k, v in (("validate", validate), ("indicator", indicator_name or False)) if v}
+        # Dask's merge has no validate=: the keys' uniqueness is checked in the graph instead (below)
+        extra = {k: v for k, v in (("validate", None if self.is_dask else validate),
+                                   ("indicator", indicator_name or False)) if v}
         identity = token("merge", self.node.id, right.node.id, params)
         # The right side's slots get new names where they collide (self-joins, diamonds).
         renamed = {s: (s if s not in self.node.slots else f"{s}_{identity[:6]}") for s in right.node.slots}
@@ -1000,6 +1002,12 @@ class Tracked:
             if how in ("left", "outer"):
                 right_data = backend.to_nullable_ids(right_data, [hidden(t) for t in renamed.values()])
             data = left_data.merge(right_data, how=how, left_on=left_on, right_on=right_on, suffixes=suffixes, **extra)
+            if backend.IS_DASK and unique_sides:
+                sides = {"left": (left_data, left_on), "right": (right_data, right_on)}
+                largest = [sides[side][0][sides[side][1]].groupby(sides[side][1], dropna=False).size().max()
+                           for side in unique_sides]
+                data = data.map_partitions(P.check_unique_keys, list(unique_sides), validate, *largest,
+                                           meta=data._meta, enforce_metadata=False)
             if how != "inner":
                 casts = backend.hole_dtypes(data, [c for c in may_miss if c in data.columns])
                 data = backend.partitionwise(data, P.fill_missing_slots, [hidden(s) for s in slots], casts)
@@ -1241,6 +1249,11 @@ class Tracked:
                   "out_name": out}
         return self._apply_model("predict", model, data, list(self.columns) + outs, colmap, params, make)
 
+
+
+#: pandas' merge(validate=) spellings -> the sides whose keys must be unique
+_UNIQUE_SIDES = {"one_to_one": ("left", "right"), "1:1": ("left", "right"), "one_to_many": ("left",),
+                 "1:m": ("left",), "many_to_one": ("right",), "m:1": ("right",), "many_to_many": (), "m:m": ()}
 
 
 def _merge_colmap(left: list[str], right: list[str], left_on: list[str], right_on: list[str],

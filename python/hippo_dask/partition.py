@@ -679,6 +679,17 @@ class FixedMask:
         return f"FixedMask({int(self.mask.sum())} of {len(self.mask)} rows kept)"
 
 
+def check_unique_keys(part: pd.DataFrame, sides: Sequence[str], validate: str, *largest: Any) -> pd.DataFrame:
+    """``part`` unchanged if no side in ``sides`` has a key on more than one row (``largest``: rows of its
+    most frequent key); else pandas' own error for ``merge(validate=)`` (Dask's merge has no such check)."""
+    for side, most in zip(sides, largest):
+        if most is not None and not pd.isna(most) and int(most) > 1:
+            kind = validate.replace("_", "-") if "_" in validate else {"1:1": "one-to-one", "1:m": "one-to-many",
+                                                                       "m:1": "many-to-one"}.get(validate, validate)
+            raise pd.errors.MergeError(f"Merge keys are not unique in {side} dataset; not a {kind} merge")
+    return part
+
+
 def filter_by_mask_partition(part: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
     """The rows of ``part`` where ``mask`` (the same partition of a boolean Series of the frame) is True."""
     if not isinstance(mask, pd.Series) or not mask.index.equals(part.index):
