@@ -221,6 +221,8 @@ def test_index_refusals_name_the_spelling(store):
         indexed.hippo.assign(z=lambda p: p.x)
     with pytest.raises(LineageError, match="reset_index"):
         indexed.hippo.merge(t, on="k")
+    with pytest.raises(LineageError, match=r"join\(other, on=\.\.\.\)"):
+        t.hippo.merge(indexed, on="k")
     with pytest.raises(LineageError, match=r"not tracked.*drop=True"):
         t.hippo.reset_index()
     assert t.hippo.reset_index(drop=True).hippo.compute().equals(df.reset_index(drop=True))

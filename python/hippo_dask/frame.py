@@ -828,8 +828,8 @@ class Tracked:
         if how in ("right", "outer") and not named_alike:
             raise LineageError(f"join(how={how!r}) on {left_on} against the index {right_on}: the result's keys would "
                                "come from both sides; name them alike first (rename) so they are one column")
-        merged = self.merge(other, how=how, left_on=left_on, right_on=right_on, suffixes=(lsuffix, rsuffix),
-                            validate=validate)
+        merged = replace(self, index=()).merge(replace(other, index=()), how=how, left_on=left_on, right_on=right_on,
+                                               suffixes=(lsuffix, rsuffix), validate=validate)
         if not named_alike:  # the other frame's index is the matched keys: pandas does not repeat it
             merged = merged._drop([c for c in right_on if c in merged.columns])
         return replace(merged, index=self.index)
@@ -939,6 +939,9 @@ class Tracked:
             raise LineageError(f"merge: indicator must be True, False or a column name, got {indicator!r}")
         if self.is_dask != right.is_dask:
             raise LineageError("merge: both frames must be pandas or both Dask")
+        if self.index or right.index:  # pandas would drop (or match on) the index levels: join says which
+            raise LineageError("merge: a frame has an index set (set_index); use df.hippo.join(other, on=...) to "
+                               "match an index, or call .hippo.reset_index() on it first")
         if self.store != right.store:
             raise LineageError(f"merge: the frames write to different stores ({self.store.url} vs {right.store.url})")
         as_list = lambda v: None if v is None else ([v] if isinstance(v, str) else list(v))  # noqa: E731
