@@ -548,21 +548,26 @@ def test_row_dependent_declared(store, src, before, after, nparts, fname):
     _check_exact(_compute(t, nparts), o, a, b)
 
 
-TRANSFORMS = ["sum", "mean", "max", "min", "count"]
+TRANSFORMS = ["sum", "mean", "max", "min", "count", "size", "nunique", "first", "last", "median", "std", "var", "prod"]
 
 
 @settings(max_examples=_n(0.7), **SETTINGS)
 @given(src=sources(), before=steps_of(STEPS, 0, 3), after=steps_of(STEPS, 0, 2), nparts=st.integers(0, 4),
-       func=st.sampled_from(TRANSFORMS), col=st.sampled_from(["x", "y"]), dropna=st.booleans())
-def test_group_transform_declared(store, src, before, after, nparts, func, col, dropna):
-    """groupby(g, dropna).transform(out=(col, func)): same rows and order; out <- col of the row's group."""
+       func=st.sampled_from(TRANSFORMS), col=st.sampled_from(["x", "y"]), dropna=st.booleans(),
+       pandas_spelling=st.booleans())
+def test_group_transform_declared(store, src, before, after, nparts, func, col, dropna, pandas_spelling):
+    """groupby(g, dropna).transform(out=(col, func)), or pandas' df.assign(z=df.groupby(g)[col].transform(func)):
+    same rows and order; out <- col of the row's group (a size too: the row keeps only its own row lineage)."""
     nparts = nparts or None
     kind, a, b = src
 
     def add_z(t, o):
         if col not in o.df.columns or "g" not in o.df.columns:
             return t, [o]
-        tz = t.hippo.groupby("g", dropna=dropna).transform(z=(col, func))
+        if pandas_spelling:
+            tz = t.hippo.assign(z=t.hippo.groupby("g", dropna=dropna)[col].transform(func))
+        else:
+            tz = t.hippo.groupby("g", dropna=dropna).transform(z=(col, func))
         oz = o.groupby_transform(["g"], "z", col, func, dropna=dropna)
         if nparts is not None:
             oz.parts = None  # a group transform shuffles on Dask

@@ -294,8 +294,16 @@ class GroupBy:
         each ``out`` cell comes from ``column`` of every row of the row's group
         (none for a row whose key is missing when ``dropna=True``: it gets NaN).
 
+        pandas' spellings work too: ``g.transform("sum")`` gives, as pandas,
+        a frame of the non-key (or selected) columns, each value replaced by its
+        group's aggregate; ``g["x"].transform("sum")`` (a Series in pandas) is
+        a value for :meth:`HippoAccessor.assign` on the grouped frame:
+        ``df.hippo.assign(total=df.hippo.groupby("k")["x"].transform("sum"))``.
+
         Parameters
         ----------
+        func : str, optional
+            One of the aggregations of :meth:`agg`, by name (pandas' spelling).
         **named : (column, function)
             New column -> (input column, one of the aggregations of :meth:`agg`).
 
@@ -307,12 +315,50 @@ class GroupBy:
         >>> out = df.hippo.groupby("k").transform(total=("x", "sum")).hippo.compute()
         >>> out.total.tolist(), out.hippo.lineage.backward(rows=[0], columns=["total"])["df"].rows
         ([4, 2, 4], array([0, 2]))
+        >>> df.hippo.assign(total=df.hippo.groupby("k")["x"].transform("sum"))
+           k  x  total
+        0  a  1      4
+        1  b  2      2
+        2  a  3      4
         """
-        if func is not None:
-            raise LineageError(
-                "groupby().transform: pandas returns a Series aligned with the frame here; hippo adds the column to "
-                "the frame instead: name it, e.g. df.hippo.groupby('k').transform(x_sum=('x', 'sum'))")
-        return _expose(self._tracked.groupby_transform(self._keys, {k: tuple(v) for k, v in named.items()}, self._dropna))
+        if func is None:
+            return _expose(self._tracked.groupby_transform(self._keys, {k: tuple(v) for k, v in named.items()},
+                                                           self._dropna))
+        if named:
+            raise LineageError("groupby().transform: pass a function name (transform('sum')) or named outputs "
+                               "(transform(x_sum=('x', 'sum'))), not both")
+        name = _agg_name(func, "transform")
+        if not isinstance(name, str):
+            raise LineageError("groupby().transform: name one of the aggregations (transform('sum'), 'mean', ...); a "
+                               "function of a group's values is taken by agg(...) only")
+        if isinstance(self._selection, str) or name == "size":  # pandas gives a Series here
+            column = self._selection if isinstance(self._selection, str) else self._keys[0]
+            return GroupTransform(self._tracked, self._keys, column, name, self._dropna)
+        values = self._values()
+        made: dict[str, str] = {}
+        for column in values:
+            made[column] = _fresh_name(list(self._tracked.columns) + list(made.values()), f"{column}_{name}")
+        out = self._tracked.groupby_transform(self._keys, {made[c]: (c, name) for c in values}, self._dropna)
+        return _expose(out.select([made[c] for c in values]).rename({made[c]: c for c in values}))
+
+
+class GroupTransform:
+    """``g["x"].transform("sum")``: in pandas a Series aligned with the grouped frame; here a value for
+    ``df.hippo.assign(name=...)`` on that frame, which adds the column with the group's lineage."""
+
+    def __init__(self, tracked: Tracked, keys: list[str], column: str, func: str, dropna: bool) -> None:
+        self.tracked, self.keys, self.column, self.func, self.dropna = tracked, keys, column, func, dropna
+
+    def onto(self, origin: Tracked, tracked: Tracked, name: str) -> Tracked:
+        """``tracked`` (``origin`` with new columns, same rows) with a new column ``name``: each row's group aggregate."""
+        if origin.node.id != self.tracked.node.id:
+            raise LineageError(f"assign: this groupby().transform(...) was made from another frame; group the "
+                               "frame you assign to (df.hippo.assign(c=df.hippo.groupby(k)[col].transform(f)))")
+        return tracked.groupby_transform(self.keys, {name: (self.column, self.func)}, self.dropna)
+
+    def __repr__(self) -> str:
+        return (f"<groupby({self.keys})[{self.column!r}].transform({self.func!r}): a column for "
+                f"df.hippo.assign(name=...)>")
 
 
 def _aggregation_method(name: str) -> Callable[[GroupBy], Any]:
@@ -540,9 +586,23 @@ class HippoAccessor:
         cells made it: write the same expression as a callable
         (``assign(c=lambda p: p.x * 2)``).
         """
-        tracked = self._t("assign")
-        assignments = {name: self._column_of(name, value) for name, value in assignments.items()}
-        return _expose(tracked.assign(lineage=lineage, **assignments))
+        origin = self._t("assign")
+        values = {name: self._column_of(name, value) for name, value in assignments.items()}
+        transforms = {name: v for name, v in values.items() if isinstance(v, GroupTransform)}
+        if not transforms:
+            return _expose(origin.assign(lineage=lineage, **values))
+        # pandas computed a transform's Series from the frame as it was: so does hippo, first (under a
+        # temporary name); callables then run in order on the frame as assigned so far, as pandas runs them
+        tracked, temporary = origin, {}
+        for name, transform in transforms.items():
+            temporary[name] = _fresh_name(list(tracked.columns) + list(values), f"{name}_{transform.func}")
+            tracked = transform.onto(origin, tracked, temporary[name])
+        for name, value in values.items():
+            if name in temporary:
+                tracked = (tracked.drop([name]) if name in tracked.columns else tracked).rename({temporary[name]: name})
+            else:
+                tracked = tracked.assign(lineage=lineage, **{name: value})
+        return _expose(tracked.select(list(origin.columns) + [n for n in values if n not in origin.columns]))
 
     def _column_of(self, name: str, value: Any) -> Any:
         """A Series that is one of this frame's columns, as a picklable copy of it; anything else as given."""

@@ -920,7 +920,10 @@ class Tracked:
         out_columns = list(self.columns) + outs
         colmap: dict[str, list[str]] = {c: [c] for c in self.columns}
         for o, (c, f) in named.items():
-            colmap[o] = [] if f == "size" else [c]
+            # every output, a size too, reads its column over the row's group: the row keeps its own row
+            # lineage here (unlike agg, whose size row is the group's rows), so an empty map would lose the
+            # group's members entirely
+            colmap[o] = [c]
         node = unary("transform", self.node, out_columns, colmap, params, node_id=identity,
                      spread={o: {"kind": "group"} for o in outs})
         return self._derive(data, node, recorders={**self.recorders, identity: recorded}, make=make)
