@@ -53,3 +53,14 @@ def test_cluster_bar_on_stderr(store, capfd, cluster_client):
     pd.testing.assert_frame_equal(shown.sort_values("k").reset_index(drop=True), plain.sort_values("k").reset_index(drop=True))
     row_a = int(shown.index[shown.k == "a"][0])
     assert shown.hippo.lineage.backward(rows=[row_a], columns=["s"])["t"].rows.tolist() == [3, 6, 9]
+
+
+def test_default_scheduler_bar(store, capfd, tmp_path):
+    """No scheduler= (Dask's default threads): the bar is drawn (it crashed asking a dict of the
+    collections for its scheduler), for compute() and to_parquet() alike."""
+    shown = pipeline().hippo.compute(progress=True)
+    assert "100%" in capfd.readouterr().err
+    row_a = int(shown.index[shown.k == "a"][0])
+    assert shown.hippo.lineage.backward(rows=[row_a], columns=["s"])["t"].rows.tolist() == [3, 6, 9]
+    lin = pipeline().hippo.to_parquet(str(tmp_path / "out"), progress=True)
+    assert "100%" in capfd.readouterr().err and lin.nrows == 3

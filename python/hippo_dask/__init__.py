@@ -33,6 +33,7 @@ from .errors import (
     SourceChangedError,
     StaleResultError,
     StoreError,
+    StoreWriteError,
     UntrackedFrameError,
     UserFunctionError,
 )
@@ -203,6 +204,7 @@ __all__ = [
     "SourceChangedError",
     "StaleResultError",
     "StoreError",
+    "StoreWriteError",
     "Store",
     "Trace",
     "TraceSet",

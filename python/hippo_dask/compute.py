@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from . import partition as P
-from .errors import LineageError, UserFunctionError
+from .errors import IncompleteRunError, LineageError, UserFunctionError
 from .frame import SourceInfo, Tracked, key_source
 from .plan import CHECKS, MEMBERSHIP, Node, ancestors, copied_from, hidden
 from .prune import pruned
@@ -166,11 +166,8 @@ def dask_compute(collections: tuple[Any, ...], compute_kwargs: Mapping[str, Any]
 
     if not progress:
         return dask.compute(*collections, **compute_kwargs)
-    from dask.base import get_scheduler
-
-    scheduler = get_scheduler(scheduler=compute_kwargs.get("scheduler"), collections=list(collections))
-    client = getattr(scheduler, "__self__", None)
-    if client is not None and type(client).__name__ == "Client":
+    client = _distributed_client(collections, compute_kwargs)
+    if client is not None:
         from distributed import progress as distributed_progress
 
         # Client.compute takes a flat list of collections (a dict of them would become one
@@ -186,6 +183,54 @@ def dask_compute(collections: tuple[Any, ...], compute_kwargs: Mapping[str, Any]
 
     with ProgressBar(out=sys.stderr):
         return dask.compute(*collections, **compute_kwargs)
+
+
+def _distributed_client(collections: tuple[Any, ...], compute_kwargs: Mapping[str, Any]) -> Any:
+    """The ``distributed.Client`` the compute runs on; None for Dask's local schedulers (they never recompute a task)."""
+    from dask.base import get_scheduler
+
+    flat = [c for item in collections for c in (item.values() if isinstance(item, dict) else [item])]
+    scheduler = get_scheduler(scheduler=compute_kwargs.get("scheduler"), collections=flat)
+    client = getattr(scheduler, "__self__", None)
+    return client if client is not None and type(client).__name__ == "Client" else None
+
+
+def _lost_computed_tasks(client: Any, since: float) -> tuple[float, int]:
+    """The time of the scheduler's newest event, and how many already computed tasks it lost with a
+    worker (a worker that died or was removed: Dask computes them again elsewhere) after ``since``."""
+    events = client.get_events("all")
+    newest = max((when for when, _ in events), default=since)
+    lost = sum(len(msg.get("lost-computed-tasks") or ()) for when, msg in events
+               if when > since and isinstance(msg, dict) and msg.get("action") == "remove-worker")
+    return max(newest, since), lost
+
+
+def compute_without_lost_tasks(collections: tuple[Any, ...], compute_kwargs: Mapping[str, Any],
+                               progress: bool) -> tuple[Any, ...]:
+    """:func:`dask_compute`, again once if the cluster lost computed tasks meanwhile; refused if it lost some again.
+
+    When a worker dies, Distributed computes the tasks whose outputs it held again
+    elsewhere, while tasks that already used the first outputs keep theirs. A function
+    that does not give the same rows twice (one reading the worker, the clock, an
+    unseeded generator) then leaves a result mixing two attempts, and group
+    memberships written by the other attempt than the one the result used: answers
+    for other rows. So a compute during which computed tasks were lost is computed
+    once more, and that compute, in which every task ran once, is the run.
+    """
+    client = _distributed_client(collections, compute_kwargs)
+    if client is None:
+        return dask_compute(collections, compute_kwargs, progress)
+    since, _ = _lost_computed_tasks(client, float("-inf"))
+    for _ in range(2):
+        values = dask_compute(collections, compute_kwargs, progress)
+        since, lost = _lost_computed_tasks(client, since)
+        if not lost:
+            return values
+    raise IncompleteRunError(
+        f"the cluster lost workers holding computed tasks ({lost} tasks) in two computes of this pipeline in a row; "
+        "Dask computed them again, and a result mixing two attempts of a task cannot be traced exactly, so the run "
+        "is not committed. Compute again when the cluster is stable"
+    )
 
 
 def _failed(tracked: Tracked, infos: dict[str, Any], error: UserFunctionError, run_id: str,
@@ -317,10 +362,11 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
                     bar = show_progress(progress)
                     if parquet is not None:
                         result = None
-                        receipt_frames, counts_table = dask_compute((receipts, counts_frame), compute_kwargs, bar)
+                        receipt_frames, counts_table = compute_without_lost_tasks((receipts, counts_frame),
+                                                                                  compute_kwargs, bar)
                     else:
-                        result, receipt_frames, counts_table = dask_compute((finished, receipts, counts_frame),
-                                                                            compute_kwargs, bar)
+                        result, receipt_frames, counts_table = compute_without_lost_tasks(
+                            (finished, receipts, counts_frame), compute_kwargs, bar)
                 except UserFunctionError as error:
                     raise _failed(tracked, infos, error, run_id, compute_kwargs) from error.original
             node_facts = _facts_of_frame(counts_table)

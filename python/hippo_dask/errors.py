@@ -23,6 +23,7 @@ __all__ = [
     "SourceChangedError",
     "UserFunctionError",
     "StoreError",
+    "StoreWriteError",
 ]
 
 
@@ -71,6 +72,15 @@ class CorruptRunError(DecodeError):
 
 class StoreError(ValueError, HippoError):
     """A store cannot be used as asked: its location is a file, or a store operation got a bad argument."""
+
+
+class StoreWriteError(OSError, HippoError):
+    """A file of the store could not be written (disk full, no permission, storage gone).
+
+    Names the file and the OS error (``errno`` is the OS's, e.g. ``errno.ENOSPC``). A run
+    whose writes failed never commits its manifest, so it answers no queries; runs
+    committed before it are untouched.
+    """
 
 
 class ReplayError(RuntimeError, HippoError):

@@ -957,13 +957,14 @@ class Lineage:
         >>> list(lin.storage()["op"])
         ['groupby', 'result', 'total']
         """
-        import fsspec
         import pandas as pd
+
+        from .store import url_to_fs
 
         run_dir = self.store.run_dir(self.run_id)
 
         def size(url: str) -> int:
-            fs, path = fsspec.core.url_to_fs(url)
+            fs, path = url_to_fs(url)  # with the store's storage options (url is a store Location)
             return int(fs.size(path))
 
         sources = sum(int(info["rows"]) for info in self._sources.values()) or 1
@@ -1476,7 +1477,7 @@ def _atom_sets(final: Mapping[str, list[Atom]], slots: Sequence[str]) -> tuple[l
     return atoms, sets, set_of_column
 
 
-def open(store: str | Store | None = None, run_id: str | None = None) -> Lineage:  # noqa: A001
+def open(store: str | Store | None = None, run_id: str | None = None, **storage_options: Any) -> Lineage:  # noqa: A001
     """Open a committed run of a store.
 
     Parameters
@@ -1485,6 +1486,9 @@ def open(store: str | Store | None = None, run_id: str | None = None) -> Lineage
         The store (default: the current one, see :func:`hippo_dask.set_store`).
     run_id : str, optional
         The run; default: the newest complete run.
+    **storage_options
+        fsspec options for a store given as a URL (``key=``, ``secret=``,
+        ``client_kwargs={"endpoint_url": ...}`` for S3), as :func:`hippo_dask.set_store` takes them.
 
     Examples
     --------
@@ -1494,7 +1498,12 @@ def open(store: str | Store | None = None, run_id: str | None = None) -> Lineage
     >>> hippo.open(store).nrows
     2
     """
-    store = get_store() if store is None else (store if isinstance(store, Store) else Store(store))
+    if storage_options and (store is None or isinstance(store, Store)):
+        from .errors import StoreError
+
+        raise StoreError("open: storage options go with a store URL (hippo.open('s3://bucket/lineage', key=...)); "
+                         "a Store already has its own")
+    store = get_store() if store is None else (store if isinstance(store, Store) else Store(store, **storage_options))
     if run_id is None:
         complete = [r for r in store.runs() if r.complete]
         if not complete:

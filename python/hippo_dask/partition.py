@@ -1344,8 +1344,11 @@ def finish_to_parquet(part: pd.DataFrame, source_counts: Mapping[str, Sequence[i
     run, its rows as a parquet file into ``folder``; return only the receipt (nothing is gathered)."""
     import fsspec
 
+    from .store import _join
+
     index = int(partition_info["number"]) if partition_info else 0
-    finished = finish_partition(part, source_counts, run_dir.rstrip("/") + "/" + result_fragment_name(index), derivable)
+    # _join: run_dir is a store Location, and the fragment's path keeps the store's storage options
+    finished = finish_partition(part, source_counts, _join(run_dir, result_fragment_name(index)), derivable)
     rows = clean(finished)
     rows.attrs = {}
     with fsspec.open(folder.rstrip("/") + "/" + result_file_name(index), "wb", **dict(storage_options or {})) as f:

@@ -19,12 +19,14 @@ naming the file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import posixpath
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -35,7 +37,7 @@ from typing import Any, Iterator, Mapping
 import fsspec
 
 from . import _core
-from .errors import CorruptRunError, DecodeError, IncompleteRunError, RunNotFoundError, StoreError
+from .errors import CorruptRunError, DecodeError, IncompleteRunError, RunNotFoundError, StoreError, StoreWriteError
 
 #: Written into every manifest. 2: group ids may be derived from a source file (a fragment then
 #: lacks them; see ``hippo_dask.partition.derive_key``), which a reader of 1 would call corrupt.
@@ -74,33 +76,105 @@ def safe_name(name: Any, what: str) -> str:
     return name
 
 
+class Location(str):
+    """A URL inside a store that carries the store's fsspec ``storage_options`` wherever it goes.
+
+    The store reaches Dask workers as URLs (a fragment folder, a result file's path)
+    pickled into tasks; a plain string would open the store there with default options
+    (no endpoint, no keys). A ``Location`` is a ``str`` (it equals, hashes, prints and
+    tokenizes as the URL, so the options never show in a message or a Dask key) that
+    pickles with its options; :func:`url_to_fs` opens it with them, and ``_join`` keeps
+    them. :class:`Store` builds every path it hands out this way.
+    """
+
+    storage_options: dict[str, Any]
+
+    def __new__(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
+        self = super().__new__(cls, url)
+        self.storage_options = dict(storage_options or {})
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Location, (str(self), self.storage_options))
+
+
+def url_to_fs(url: str) -> tuple[Any, str]:
+    """``fsspec.core.url_to_fs(url)``, with the store's options when ``url`` is a :class:`Location`."""
+    return fsspec.core.url_to_fs(url, **getattr(url, "storage_options", {}))
+
+
 def _join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts) if "://" in base else os.path.join(base, *parts)
+    joined = posixpath.join(base, *parts) if "://" in base else os.path.join(base, *parts)
+    return Location(joined, base.storage_options) if isinstance(base, Location) else joined
 
 
 def write_bytes(url: str, data: bytes) -> None:
-    """Write ``data`` to ``url`` atomically (temporary name, then rename)."""
-    fs, path = fsspec.core.url_to_fs(url)
+    """Write ``data`` to ``url`` atomically (temporary name, then rename).
+
+    An OS error on the way (disk full, no permission, storage gone) raises a
+    :class:`~hippo_dask.errors.StoreWriteError` naming ``url`` and the error: ``url`` is left as
+    it was and the temporary file is removed (best effort), so a failed manifest write
+    leaves the run uncommitted, never half-written.
+    """
+    fs, path = url_to_fs(url)
     parent = posixpath.dirname(path)
-    fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{secrets.token_hex(6)}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    try:
+        fs.makedirs(parent, exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    except storage_errors() as exc:
+        with contextlib.suppress(*storage_errors()):  # a partial temporary file only takes space
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        raise _write_error(url, exc) from exc
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a filesystem raises when its storage fails: ``OSError``, and the errors of object-store
+    clients that are not OSErrors (s3fs lets botocore's connection and credential errors, e.g.
+    ``EndpointConnectionError``, through as they are; aiohttp's ``ClientError``). Only clients
+    already imported are asked for theirs: one never imported raised nothing."""
+    errors: list[type[BaseException]] = [OSError]
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is not None:
+        errors.append(botocore.BotoCoreError)
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        errors.append(aiohttp.ClientError)
+    return tuple(errors)
+
+
+def _write_error(url: str, exc: BaseException) -> StoreWriteError:
+    """The :class:`StoreWriteError` for ``exc``, raised writing ``url``: what, where, and what it means for the run."""
+    number = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    code = errno.errorcode.get(number, "") if number is not None else ""
+    reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if isinstance(exc, OSError) \
+        else f"{type(exc).__name__}: {exc}"  # an object store's client error (the storage unreachable, ...)
+    message = (f"the lineage store could not be written: {url}: {reason}"
+               f"{f' ({code})' if code else ''}. The run being written is not committed (it answers no "
+               "queries; runs committed before are untouched); free space or fix access, then compute again")
+    # OSError(None, message) would print as "[Errno None] ..."
+    return StoreWriteError(number, message) if number is not None else StoreWriteError(message)
 
 
 def write_fragment(directory: str, data: bytes) -> str:
     """Store ``data`` under ``directory``, named by its checksum; idempotent."""
     name = f"{_core.checksum(data):016x}.hippo"
     url = _join(directory, name)
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
+    fs, path = url_to_fs(url)
+    try:
+        exists = fs.exists(path)
+    except storage_errors() as exc:
+        raise _write_error(url, exc) from exc
+    if not exists:
         write_bytes(url, data)
     return name
 
 
 def read_bytes(url: str) -> bytes:
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = url_to_fs(url)
     with fs.open(path, "rb") as f:
         return f.read()
 
@@ -123,6 +197,16 @@ class Store:
     url : str or path
         Local directory (created on first write) or any fsspec URL. An existing
         file is refused (:class:`~hippo_dask.errors.StoreError`).
+    **storage_options
+        Options for the URL's fsspec filesystem (for ``s3://``, s3fs's: ``key``,
+        ``secret``, ``client_kwargs={"endpoint_url": ...}``, ...). Every read and
+        write of the store uses them: the driver's, and the Dask workers' that write
+        fragments (they travel with the paths the tasks are given). Without them,
+        the filesystem's defaults apply (s3fs reads ``AWS_ACCESS_KEY_ID``,
+        ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` ... from the environment of
+        each process). They are never shown in a repr or a message, but a Dask
+        graph that writes to the store carries them, as it would for
+        ``dd.read_parquet(url, storage_options=...)``.
 
     Examples
     --------
@@ -130,11 +214,21 @@ class Store:
     >>> store = hippo.Store(tempfile.mkdtemp())
     >>> store.runs()
     []
+
+    An S3 bucket (or an S3-compatible server), with the options s3fs takes
+    (``pip install "hippo_dask[s3]"``):
+
+    >>> store = hippo.Store("s3://my-bucket/lineage", key="...", secret="...",
+    ...                     client_kwargs={"endpoint_url": "http://127.0.0.1:9000"})  # doctest: +SKIP
+    >>> hippo.open(store).backward([0])  # doctest: +SKIP
     """
 
-    def __init__(self, url: str | os.PathLike[str]) -> None:
+    def __init__(self, url: str | os.PathLike[str], **storage_options: Any) -> None:
         self.url = _normalise(url)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        #: The fsspec options every read and write of this store uses (a Location's, unless given).
+        self.storage_options = {**getattr(url, "storage_options", {}), **storage_options}
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self._base = Location(self.url, self.storage_options)
         # Only local paths are checked: on object stores a key and a "folder" of the same name can
         # coexist, and asking would cost a request every time a Store is made.
         if "file" in _protocols(self.fs) and self.fs.isfile(self.root):
@@ -152,14 +246,14 @@ class Store:
 
     # -- paths
     def fragment_dir(self, node_id: str) -> str:
-        return _join(self.url, "fragments", safe_name(node_id, "node id"))
+        return _join(self._base, "fragments", safe_name(node_id, "node id"))
 
     def code_dir(self, node_id: str) -> str:
         """Where a node's replay copies live (pickled functions, values, fitted estimators), apart from lineage."""
-        return _join(self.url, "code", safe_name(node_id, "node id"))
+        return _join(self._base, "code", safe_name(node_id, "node id"))
 
     def run_dir(self, run_id: str) -> str:
-        return _join(self.url, "runs", safe_name(run_id, "run id"))
+        return _join(self._base, "runs", safe_name(run_id, "run id"))
 
     def child(self, directory: str, name: str, what: str = "file name") -> str:
         """``directory/name`` for a ``name`` read from a manifest, checked to be one plain component."""
@@ -170,7 +264,7 @@ class Store:
         if "file" not in _protocols(self.fs):
             return  # object stores have no links: a checked name stays under the store's prefix
         root = os.path.realpath(self.root)
-        target = os.path.realpath(fsspec.core.url_to_fs(url)[1])
+        target = os.path.realpath(url_to_fs(url)[1])
         if os.path.commonpath([root, target]) != root:
             raise StoreError(f"{url} resolves to {target}, outside the store {root} (a symbolic link?): refused; "
                              "a store's files must live inside it")
@@ -225,13 +319,18 @@ class Store:
         about 0.2 s on a local disk (``benches/many_runs.py``).
         """
         base = posixpath.join(self.root, "runs").rstrip("/")
+        # Other processes write the store: list it, never a listing cached earlier (s3fs caches them)
+        self.fs.invalidate_cache()
         if not self.fs.exists(base):
             return []
         names: dict[str, set[str]] = {}  # run id -> the names of its files
         if "file" in _protocols(self.fs):  # os.scandir: fsspec's local find stats every entry (8x slower)
             for entry in os.scandir(base):
                 if entry.is_dir() and _SAFE_NAME.fullmatch(entry.name) and ".." not in entry.name:
-                    names[entry.name] = set(os.listdir(entry.path))
+                    try:
+                        names[entry.name] = set(os.listdir(entry.path))
+                    except FileNotFoundError:  # removed since the listing (a gc): gone, not listed
+                        continue
         else:  # one listing of the prefix, however many runs (object stores list keys, not folders)
             for path, entry in self.fs.find(base, maxdepth=2, withdirs=True, detail=True).items():
                 parts = path.rstrip("/")[len(base):].strip("/").split("/")
@@ -308,7 +407,11 @@ class Store:
                 continue
             # Looked at again just before removing, so a run that committed since runs() listed it is kept.
             path = posixpath.join(self.root, "runs", info.run_id)
-            entries = self.fs.find(path, withdirs=True, detail=True)
+            try:
+                self.fs.invalidate_cache(path)  # looked at again, not in a listing a filesystem cached
+                entries = self.fs.find(path, withdirs=True, detail=True)
+            except FileNotFoundError:  # another gc removed it since runs() listed it
+                continue
             names = {posixpath.basename(p.rstrip("/")) for p in entries}
             if MANIFEST in names:
                 continue
@@ -354,7 +457,8 @@ class Store:
     def failure(self, run_id: str) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The failure record of a failed run and its blobs (``rows``, ``code``)."""
         run_dir = self.run_dir(run_id)
-        fs, path = fsspec.core.url_to_fs(run_dir)
+        fs, path = url_to_fs(run_dir)
+        fs.invalidate_cache(path)  # the run as it is now, not as a cached listing saw it
         if not fs.exists(posixpath.join(path, FAILED)):
             known = [r.run_id for r in self.runs() if r.failed]
             raise RunNotFoundError(f"run {run_id!r} in {self.url} is not a failed run; failed runs here: {known[-5:] or 'none'}")
@@ -366,7 +470,8 @@ class Store:
     def manifest(self, run_id: str) -> dict[str, Any]:
         """The committed manifest of ``run_id``; raises if the run is unknown or incomplete."""
         run_dir = self.run_dir(run_id)
-        fs, path = fsspec.core.url_to_fs(run_dir)
+        fs, path = url_to_fs(run_dir)
+        fs.invalidate_cache(path)  # committed by another process since a listing was cached? (s3fs caches them)
         if not fs.exists(path):
             known = [r.run_id for r in self.runs()]
             raise RunNotFoundError(f"no run {run_id!r} in {self.url}; runs here: {known[-5:] or 'none'}")
@@ -439,21 +544,44 @@ def _duration(seconds: float) -> str:
 _default_store: Store | None = None
 
 
-def set_store(url: str | os.PathLike[str] | Store) -> Store:
+def set_store(url: str | os.PathLike[str] | Store, **storage_options: Any) -> Store:
     """Set where lineage is written from now on (default ``./.hippo`` or ``$HIPPO_STORE``).
 
     Set it before building a pipeline: sources remember the store they were
     created with, and everything computed from them is written there. A path
     to an existing file is refused (:class:`~hippo_dask.errors.StoreError`).
 
+    Parameters
+    ----------
+    url : str, path or Store
+        A local folder, any fsspec URL (``s3://bucket/lineage``, ...) or a :class:`Store`.
+    **storage_options
+        fsspec options for ``url`` (see :class:`Store`): used by every read and
+        write of the store, on the driver and on the Dask workers. Not with a
+        :class:`Store`, which has its own.
+
+    Returns
+    -------
+    Store
+
     Examples
     --------
     >>> import hippo_dask as hippo, tempfile
     >>> hippo.set_store(tempfile.mkdtemp())  # doctest: +ELLIPSIS
     Store(...)
+
+    An S3 bucket (``pip install "hippo_dask[s3]"``); without options, s3fs reads
+    the standard ``AWS_*`` environment variables in each process:
+
+    >>> hippo.set_store("s3://my-bucket/lineage", key="...", secret="...",
+    ...                 client_kwargs={"endpoint_url": "http://127.0.0.1:9000"})  # doctest: +SKIP
+    Store('s3://my-bucket/lineage')
     """
     global _default_store
-    _default_store = url if isinstance(url, Store) else Store(url)
+    if isinstance(url, Store) and storage_options:
+        raise StoreError(f"set_store({url!r}, ...): a Store has its own storage options; pass them to "
+                         "hippo.Store(url, ...) or pass set_store the URL")
+    _default_store = url if isinstance(url, Store) else Store(url, **storage_options)
     return _default_store
 
 
