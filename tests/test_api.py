@@ -345,3 +345,20 @@ def test_two_sources_with_one_name(store, people):
     with pytest.raises(hippo.LineageError, match="unique name"):
         a.hippo.merge(b, on="name").hippo.compute()
     assert store.runs() == []  # refused before anything was written
+
+
+def test_a_result_saves_to_parquet_and_pickles(store, tmp_path):
+    """pandas writes attrs (where the lineage rides) into parquet as JSON: saving a result or a tracked
+    frame works (it raised TypeError), the file read back says to reopen the run; a pickle keeps the lineage."""
+    import pickle
+
+    src = pd.DataFrame({"x": range(6)}).hippo.source("s")
+    res = src.hippo.filter(lambda p: p.x > 1).hippo.compute()
+    res.to_parquet(tmp_path / "r.parquet")
+    src.to_parquet(tmp_path / "s.parquet")
+    back = pd.read_parquet(tmp_path / "r.parquet")
+    pd.testing.assert_frame_equal(back, res)
+    with pytest.raises(hippo.UntrackedFrameError, match="hippo.open"):
+        back.hippo.lineage
+    again = pickle.loads(pickle.dumps(res))
+    assert again.hippo.lineage.backward(rows=[0])["s"].rows.tolist() == [2]

@@ -250,3 +250,17 @@ def test_a_source_node_without_its_slot_is_refused(tmp_path):
     edit_manifest(store, run_id, lambda m: m["nodes"][0].update(slots=[]))
     with pytest.raises(CorruptRunError, match="new_slot is not one of the node's slots"):
         hippo.open(store, run_id)
+
+
+@pytest.mark.parametrize("op_index", [0, -1])
+def test_a_node_without_its_new_slot_is_refused(tmp_path, op_index):
+    """Reproducer (found by the any-JSON test): a source node's new_slot set to null crashed backward
+    with a raw ValueError; every node that starts a slot (source, group, concat, spread) must name it."""
+    store, run_id = committed(tmp_path / "store")
+    with open(os.path.join(store.root, "runs", run_id, "manifest.json")) as f:
+        manifest = json.load(f)
+    starting = [i for i, n in enumerate(manifest["nodes"]) if n.get("new_slot") is not None]
+    index = starting[op_index]
+    edit_manifest(store, run_id, lambda m: m["nodes"][index].update(new_slot=None))
+    with pytest.raises(CorruptRunError, match="new_slot"):
+        hippo.open(store, run_id)

@@ -25,17 +25,35 @@ from .store import Store, get_store
 
 
 
-class _Handle:
+class _Handle(str):
     """What rides in a frame's ``attrs``: shared (never deep-copied) by the copies pandas makes.
 
     pandas copies ``attrs`` into every frame derived from one (``copy``, ``pipe``,
     ``reset_index``, but also a plain ``df[mask]``), so a handle is only trusted
     after checking that the frame holding it is still the frame it was made for.
+
+    A ``str`` to JSON: ``DataFrame.to_parquet`` writes ``attrs`` as JSON, so a result
+    saved that way keeps this text, and read back it is a plain string (no lineage).
+    Equal only to itself: pandas compares ``attrs`` when it combines frames.
     """
 
-    def __init__(self, value: Any, fingerprint: Any) -> None:
-        self.value = value
-        self.fingerprint = fingerprint
+    def __new__(cls, value: Any, fingerprint: Any) -> "_Handle":
+        handle = super().__new__(cls, "hippo_dask lineage (in memory only; reopen with hippo.open)")
+        handle.value = value
+        handle.fingerprint = fingerprint
+        return handle
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __reduce__(self) -> tuple:
+        return _Handle, (self.value, self.fingerprint)
 
     def __deepcopy__(self, memo: dict) -> "_Handle":
         return self
@@ -427,6 +445,10 @@ class HippoAccessor:
         :func:`hippo_dask.open` to query the stored result instead).
         """
         handle = getattr(self._obj, "attrs", {}).get(_RESULT_ATTR) if not is_dask(self._obj) else None
+        if isinstance(handle, str) and not isinstance(handle, _Handle):
+            raise UntrackedFrameError(
+                "lineage: this frame was saved and read back (to_parquet keeps only a note of its lineage): open the "
+                "run it came from with hippo.open(store, run_id); queries take the same row positions")
         if not isinstance(handle, _Handle):
             raise UntrackedFrameError(
                 "lineage: this frame is not a computed result; call .hippo.compute() on a tracked frame "

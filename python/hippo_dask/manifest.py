@@ -13,6 +13,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .errors import CorruptRunError
+from .plan import MEMBERSHIP
+
+#: Operations whose node starts a slot of its own (``new_slot``), which queries trace through.
+NEW_SLOT_OPS = frozenset({"source", "concat"}) | MEMBERSHIP
 
 
 class _Check:
@@ -80,7 +84,10 @@ def check_manifest(manifest: Any, url: str) -> None:
             for k, v in c.dict(mapping, f"{where}.slot_from[{j}]").items():
                 if k not in slots or c.str(v, f"{where}.slot_from[{j}][{k!r}]") not in slots_of[inputs[j]]:
                     c.fail(f"{where}.slot_from[{j}][{k!r}]", "maps slots the node or its input does not have")
-        if node.get("new_slot") is not None and c.str(node.get("new_slot"), f"{where}.new_slot") not in slots:
+        # the nodes that start a slot (a source, a concat's tag, a group, a spread) are traced through it
+        needs_slot = node.get("op") in NEW_SLOT_OPS or bool(node.get("spread"))
+        if (needs_slot or node.get("new_slot") is not None) and c.str(node.get("new_slot"),
+                                                                        f"{where}.new_slot") not in slots:
             c.fail(f"{where}.new_slot", "is not one of the node's slots")
         for k, v in c.dict(node.get("slot_origin"), f"{where}.slot_origin").items():
             c.str(v, f"{where}.slot_origin[{k!r}]")
