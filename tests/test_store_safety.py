@@ -131,14 +131,16 @@ def test_stray_entries_in_runs_are_not_listed(tmp_path):
 # ---------------------------------------------------------------------- housekeeping cannot hurt a live run
 
 
-def test_gc_leaves_a_run_that_is_still_computing(tmp_path, monkeypatch):
-    """A compute longer than gc's older_than keeps its run: the lease is rewritten while it runs."""
+@pytest.mark.parametrize("older_than", [0.3, 0])
+def test_gc_leaves_a_run_that_is_still_computing(tmp_path, monkeypatch, older_than):
+    """A compute longer than gc's older_than keeps its run: the lease is written at once and rewritten while
+    it runs, and a live lease protects the run whatever older_than says (older_than=0 removed it before)."""
     import threading
     import time
 
     import dask.dataframe as dd
 
-    monkeypatch.setattr("hippo_dask.store.LEASE_SECONDS", 0.05)
+    monkeypatch.setattr("hippo_dask.store.LEASE_SECONDS", 0.1)
     store = hippo.set_store(tmp_path / "store")
     df = dd.from_pandas(pd.DataFrame({"k": list("abcabc"), "x": range(6)}), npartitions=3)
 
@@ -152,7 +154,7 @@ def test_gc_leaves_a_run_that_is_still_computing(tmp_path, monkeypatch):
 
     def collector():
         while not stop.is_set():
-            removed.append(store.gc(older_than=0.3))
+            removed.append(store.gc(older_than=older_than))
             time.sleep(0.05)
 
     thread = threading.Thread(target=collector)

@@ -288,13 +288,18 @@ class Store:
         url = _join(self.run_dir(run_id), LEASE)
         stop = threading.Event()
 
+        def write() -> None:
+            try:
+                write_bytes(url, json.dumps({"run_id": run_id, "refreshed": time.time(), "every": every,
+                                             "pid": os.getpid(), "host": socket.gethostname()}).encode())
+            except OSError:
+                pass  # the store went away: the compute's own writes fail and say so
+
         def refresh() -> None:
             while not stop.wait(every):
-                try:
-                    write_bytes(url, json.dumps({"run_id": run_id, "refreshed": time.time(), "pid": os.getpid(),
-                                                 "host": socket.gethostname()}).encode())
-                except OSError:
-                    pass  # the store went away: the compute's own writes fail and say so
+                write()
+
+        write()  # at once: gc knows the run is live however small its older_than
 
         thread = threading.Thread(target=refresh, name=f"hippo-lease-{run_id}", daemon=True)
         thread.start()
@@ -359,13 +364,13 @@ class Store:
     def gc(self, *, dry_run: bool = False, older_than: float | timedelta = timedelta(hours=1)) -> dict[str, str]:
         """Remove failed runs, and incomplete runs nothing has been written to for ``older_than``.
 
-        A complete run (one with a manifest) is never removed. A run without a
-        manifest may still be computing, so it is removed only when the newest
-        file in its folder is older than ``older_than``: a compute rewrites a
-        lease file there every ``LEASE_SECONDS`` (30 s) while it runs, so with
-        ``older_than`` well above that (the default is an hour) a run still
-        being written is never removed, however long it computes. A run whose
-        files cannot be dated is kept. Failed runs (a user function raised) are removed whatever their
+        A complete run (one with a manifest) is never removed, nor a run still
+        being written: a compute writes a lease file into its run's folder when
+        it starts and rewrites it every ``LEASE_SECONDS`` (30 s) while it runs,
+        and a run whose lease was rewritten within three of those periods is
+        kept whatever ``older_than`` says, however long it computes. Other runs
+        without a manifest are removed when the newest file in their folder is
+        older than ``older_than``. A run whose files cannot be dated is kept. Failed runs (a user function raised) are removed whatever their
         age, so :func:`hippo_dask.debug` can no longer re-run them.
 
         Lineage fragments and stored code (the store's ``fragments/`` and
@@ -417,6 +422,8 @@ class Store:
                 continue
             if FAILED in names:
                 reason = "failed: a user function raised"
+            elif LEASE in names and self._lease_is_live(posixpath.join(path, LEASE), now):
+                continue  # a compute holds it: never removed, whatever older_than says
             else:
                 newest = self._newest_write(entries)
                 if newest is None or now - newest < limit:
@@ -429,6 +436,20 @@ class Store:
                     pass
             removed[info.run_id] = reason
         return removed
+
+    def _lease_is_live(self, path: str, now: float) -> bool:
+        """Whether a compute rewrote this lease within 3 of its periods (a live run); unsure counts as live."""
+        try:
+            written = self.fs.modified(path).timestamp()
+            with self.fs.open(path, "rb") as f:
+                every = json.loads(f.read(4096)).get("every", LEASE_SECONDS)
+        except FileNotFoundError:
+            return False
+        except (NotImplementedError, OSError, ValueError, AttributeError):
+            return True
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < 86400:
+            every = LEASE_SECONDS
+        return now - written < 3 * every
 
     def _newest_write(self, entries: Mapping[str, Mapping[str, Any]]) -> float | None:
         """When the newest of ``entries`` (fsspec ``find`` details) was written; None if a file cannot be dated."""
