@@ -245,3 +245,14 @@ def test_index_refusals_name_the_spelling(store):
     d = tracked("dask", df, "d")
     with pytest.raises(LineageError, match="MultiIndex"):
         d.hippo.set_index(["k", "j"])
+
+
+def test_a_dask_mask_of_an_indexed_frame(store):
+    """On Dask, a boolean Series of a frame with an index set carries that index: it is checked against it."""
+    df = table()
+    t = tracked("dask", df).hippo.set_index("k")
+    out = compute(t.hippo.loc[t.x > 0, ["y"]], "dask")
+    plain = df.reset_index(drop=True)
+    same_frame(out, plain.set_index("k").loc[lambda f: f.x > 0, ["y"]], ordered=True)
+    want = OracleFrame.source(df, "t").filter(lambda p: p.x > 0).select(["k", "y"])
+    assert records(out) == oracle_records(want)

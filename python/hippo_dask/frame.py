@@ -407,8 +407,10 @@ class Tracked:
         node_id = token("filter", self.node.id, params, mask._name)
         backend = self.backend
 
+        shown_index = self.index[0] if self.index else None  # the mask carries the index the user sees
+
         def make(d: Any) -> Any:
-            return backend.partitionwise(d, P.filter_by_mask_partition, mask, meta=backend.meta(d))
+            return backend.partitionwise(d, P.filter_by_mask_partition, mask, shown_index, meta=backend.meta(d))
 
         data = self._run(make)
         return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,

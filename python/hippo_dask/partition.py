@@ -690,9 +690,13 @@ def check_unique_keys(part: pd.DataFrame, sides: Sequence[str], validate: str, *
     return part
 
 
-def filter_by_mask_partition(part: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
-    """The rows of ``part`` where ``mask`` (the same partition of a boolean Series of the frame) is True."""
-    if not isinstance(mask, pd.Series) or not mask.index.equals(part.index):
+def filter_by_mask_partition(part: pd.DataFrame, mask: pd.Series, shown_index: str | None = None) -> pd.DataFrame:
+    """The rows of ``part`` where ``mask`` (the same partition of a boolean Series of the frame) is True.
+
+    ``shown_index``: the column the user's frame shows as its index (``set_index``), whose
+    values the mask's index then holds."""
+    index = part.index if shown_index is None else pd.Index(part[shown_index])
+    if not isinstance(mask, pd.Series) or not mask.index.equals(index):
         raise LineageError("filter / loc: a partition of the boolean Series has another index than the frame's "
                            "partition: it was not computed from this frame; compute it from the frame (df.x > 0) "
                            "or pass a function (lambda p: p.x > 0)")
