@@ -256,3 +256,29 @@ def test_a_dask_mask_of_an_indexed_frame(store):
     same_frame(out, plain.set_index("k").loc[lambda f: f.x > 0, ["y"]], ordered=True)
     want = OracleFrame.source(df, "t").filter(lambda p: p.x > 0).select(["k", "y"])
     assert records(out) == oracle_records(want)
+
+
+def test_join_of_two_multi_indexes_matches_levels_by_name(store):
+    """pandas matches two MultiIndexes by level name: the same levels in another order join by name,
+    no common names are refused (hippo matched them by position)."""
+    left = pd.DataFrame({"a": [1, 1, 2], "b": [5, 6, 5], "v": [10, 20, 30]})
+    right = pd.DataFrame({"b": [6, 5, 5], "a": [1, 1, 2], "w": [100, 200, 300]})
+    t = tracked("pandas", left, "l").hippo.set_index(["a", "b"])
+    out = t.hippo.join(tracked("pandas", right, "r").hippo.set_index(["b", "a"])).hippo.compute()
+    same_frame(out, left.set_index(["a", "b"]).join(right.set_index(["b", "a"])), ordered=True)
+    want = OracleFrame.source(left, "l").merge(OracleFrame.source(right, "r"), how="left", on=["a", "b"])
+    assert records(out) == oracle_records(want)
+    other = pd.DataFrame({"c": [1], "d": [5], "w": [1]})
+    with pytest.raises(LineageError, match="no overlapping index names"):
+        t.hippo.join(tracked("pandas", other, "o").hippo.set_index(["c", "d"]))
+
+
+def test_reset_index_levels_in_index_order_and_index_subsets_refused(store):
+    df = table()
+    t = tracked("pandas", df).hippo.set_index(["k", "j"])
+    out = t.hippo.reset_index(level=["j", "k"]).hippo.compute()
+    assert list(out.columns) == list(df.reset_index(drop=True).set_index(["k", "j"]).reset_index(level=["j", "k"]).columns)
+    for step in (lambda f: f.hippo.dropna(subset=["k"]), lambda f: f.hippo.drop_duplicates(subset=["j"]),
+                 lambda f: f.hippo.nlargest(2, "k")):
+        with pytest.raises(ColumnError, match="is the index"):  # pandas: KeyError
+            step(t)

@@ -366,13 +366,19 @@ class GroupTransform:
 
     def __init__(self, tracked: Tracked, keys: list[str], column: str, func: str, dropna: bool) -> None:
         self.tracked, self.keys, self.column, self.func, self.dropna = tracked, keys, column, func, dropna
+        self.reads = list(keys) + [column]
 
     def onto(self, origin: Tracked, tracked: Tracked, name: str) -> Tracked:
-        """``tracked`` (``origin`` with new columns, same rows) with a new column ``name``: each row's group aggregate."""
+        """``tracked`` (``origin`` with columns assigned, same rows) with column ``name``: each row's group aggregate."""
         if origin.node.id != self.tracked.node.id:
             raise LineageError(f"assign: this groupby().transform(...) was made from another frame; group the "
                                "frame you assign to (df.hippo.assign(c=df.hippo.groupby(k)[col].transform(f)))")
-        return tracked.groupby_transform(self.keys, {name: (self.column, self.func)}, self.dropna)
+        if name not in tracked.columns:
+            return tracked.groupby_transform(self.keys, {name: (self.column, self.func)}, self.dropna)
+        # replacing a column: made under another name, then put in its place (nothing runs in between)
+        temporary = _fresh_name(list(tracked.columns), f"{name}_{self.func}")
+        out = tracked.groupby_transform(self.keys, {temporary: (self.column, self.func)}, self.dropna)
+        return out.drop([name]).rename({temporary: name}).select(list(tracked.columns))
 
     def __repr__(self) -> str:
         return (f"<groupby({self.keys})[{self.column!r}].transform({self.func!r}): a column for "
@@ -610,21 +616,24 @@ class HippoAccessor:
         """
         origin = self._t("assign")
         values = {name: self._column_of(name, value) for name, value in assignments.items()}
-        transforms = {name: v for name, v in values.items() if isinstance(v, GroupTransform)}
-        if not transforms:
+        if not any(isinstance(v, (GroupTransform, _Column)) for v in values.values()):
             return _expose(origin.assign(lineage=lineage, **values))
-        # pandas computed a transform's Series from the frame as it was: so does hippo, first (under a
-        # temporary name); callables then run in order on the frame as assigned so far, as pandas runs them
-        tracked, temporary = origin, {}
-        for name, transform in transforms.items():
-            temporary[name] = _fresh_name(list(tracked.columns) + list(values), f"{name}_{transform.func}")
-            tracked = transform.onto(origin, tracked, temporary[name])
+        # pandas computes a Series argument (df.x, g["x"].transform("sum")) before assigning anything;
+        # hippo computes it at its turn, from the frame as assigned so far: the same values unless an
+        # earlier assignment of this call replaced a column it reads, which is refused
+        tracked, written = origin, []
         for name, value in values.items():
-            if name in temporary:
-                tracked = (tracked.drop([name]) if name in tracked.columns else tracked).rename({temporary[name]: name})
+            if isinstance(value, (GroupTransform, _Column)):
+                replaced = [c for c in value.reads if c in written]
+                if replaced:
+                    raise LineageError(
+                        f"assign {name}=: the Series was computed from {replaced} before this assign replaced "
+                        f"{'it' if len(replaced) == 1 else 'them'} (pandas uses the old values); assign in two calls")
+                tracked = value.onto(origin, tracked, name)
             else:
                 tracked = tracked.assign(lineage=lineage, **{name: value})
-        return _expose(tracked.select(list(origin.columns) + [n for n in values if n not in origin.columns]))
+            written.append(name)
+        return _expose(tracked)
 
     def _column_of(self, name: str, value: Any) -> Any:
         """A Series that is one of this frame's columns, as a picklable copy of it; anything else as given."""
@@ -635,10 +644,13 @@ class HippoAccessor:
         if value.attrs.get(_TRACKED_ATTR) is not self._obj.attrs.get(_TRACKED_ATTR):
             return value
         memory = _buffer_key(value.array)
-        for column in self._obj.columns:  # the same memory: the column itself (copy-on-write: never edited since)
-            if _buffer_key(self._obj[column].array) == memory and value.dtype == self._obj[column].dtype:
-                return _Column(column)
-        return value
+        # the same memory: the column itself (copy-on-write: never edited since)
+        same = [c for c in self._obj.columns
+                if _buffer_key(self._obj[c].array) == memory and value.dtype == self._obj[c].dtype]
+        if len(same) > 1:  # copy-on-write lets columns share memory (x.fillna(z) without holes is x) and lineage differ
+            raise LineageError(f"assign {name}=: this Series shares its memory with columns {same}, so hippo cannot "
+                               f"tell which it is; write assign({name}=lambda p: p[<column>])")
+        return _Column(same[0]) if same else value
 
     def filter(self, predicate: Callable[[pd.DataFrame], Any], lineage: LineageType | None = None) -> Any:
         """Keep the rows where ``predicate(partition)`` is True.
@@ -757,6 +769,7 @@ class HippoAccessor:
         if keep != "first":
             raise LineageError(f"{what}: only keep='first' is supported; sort_values(...) and head(n) spell the others")
         tracked = self._t(what)
+        tracked._refuse_index_columns(what, [columns] if isinstance(columns, str) else columns)  # pandas: KeyError
         return _expose(tracked.sort_values(columns, ascending=ascending).head(n))
 
     def value_counts(self, subset: str | Sequence[str] | None = None, dropna: bool = True,
@@ -1442,9 +1455,14 @@ class _Column:
 
     def __init__(self, column: str) -> None:
         self.column = column
+        self.reads = [column]
 
     def __call__(self, frame: pd.DataFrame) -> pd.Series:
         return frame[self.column]
+
+    def onto(self, origin: Tracked, tracked: Tracked, name: str) -> Tracked:
+        """``tracked`` with column ``name``, a copy of ``column``."""
+        return tracked.assign(**{name: self})
 
 
 class _Clip:

@@ -659,6 +659,7 @@ class Tracked:
     def dropna(self, subset: Sequence[str] | None = None, how: str = "any") -> "Tracked":
         subset = list(self.value_columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
         self._require("dropna", subset)
+        self._refuse_index_columns("dropna subset", subset)
         if how not in ("any", "all"):
             raise LineageError(f"dropna: how must be 'any' or 'all', got {how!r}")
 
@@ -686,6 +687,7 @@ class Tracked:
     def drop_duplicates(self, subset: Sequence[str] | None = None, keep: str = "first") -> "Tracked":
         subset = list(self.value_columns) if subset is None else ([subset] if isinstance(subset, str) else list(subset))
         self._require("drop_duplicates", subset)
+        self._refuse_index_columns("drop_duplicates subset", subset)
         if keep not in ("first", "last"):
             raise LineageError(f"drop_duplicates: keep must be 'first' or 'last', got {keep!r}")
         backend = self.backend
@@ -782,6 +784,7 @@ class Tracked:
             return self._renumber()
         levels = list(self.index) if level is None else [level] if isinstance(level, str) else list(level)
         unknown = [c for c in levels if c not in self.index]
+        levels = [c for c in self.index if c in levels]  # in the index's order, as pandas puts them
         if unknown:
             raise ColumnError(f"reset_index: {unknown} {'is' if len(unknown) == 1 else 'are'} not in the index "
                               f"{list(self.index)}")
@@ -815,6 +818,13 @@ class Tracked:
         else:
             left_on = [on] if isinstance(on, str) else list(on)
         right_on = list(other.index)
+        if on is None and (len(left_on) > 1 or len(right_on) > 1):
+            # two MultiIndexes: pandas matches their levels by name, not by position
+            if set(left_on) != set(right_on):
+                raise LineageError(f"join: the indexes {left_on} and {right_on} share no level names as pandas needs "
+                                   "them to join two MultiIndexes (cannot join with no overlapping index names); "
+                                   "set the index of both by the same key columns")
+            right_on = list(left_on)
         if len(left_on) != len(right_on):
             raise LineageError(f"join: {left_on} and the other frame's index {right_on} differ in length")
         self._require("join on", left_on)

@@ -126,13 +126,16 @@ def describe_function(func: Callable) -> dict[str, Any]:
     """
     name = getattr(func, "__qualname__", None) or type(func).__name__
     module = getattr(func, "__module__", None)
+    # a callable object (functools.partial, hippo's own _Query / _Where ...) is named by its class,
+    # which replay must not import and call in its place: it is rebuilt from the stored copy
+    instance = not (inspect.isroutine(func) or isinstance(func, type))
     try:
         source = inspect.getsource(func)
         digest = hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
     except (OSError, TypeError):
         source, digest = None, None
     return {"name": name, "module": module, "source_hash": digest, "token": function_token(func),
-            "source": None if source is None else source[:_MAX_SOURCE]}
+            "source": None if source is None else source[:_MAX_SOURCE], **({"instance": True} if instance else {})}
 
 
 def jsonable(value: Any) -> tuple[bool, Any]:

@@ -225,12 +225,14 @@ class Rebuild:
                     self.changes.append(Difference(describe_node(node), node.id,
                                                    "the function passed in functions= differs from the one that ran"))
                 return func
-        if module and name and "<" not in name and module != "__main__":
+        if module and name and "<" not in name and module != "__main__" and not described.get("instance"):
             try:
                 func: Any = importlib.import_module(module)
                 for part in name.split("."):
                     func = getattr(func, part)
             except (ImportError, AttributeError):
+                func = None
+            if isinstance(func, type):  # a run recorded before "instance": a callable object's class, not it
                 func = None
             if func is not None:
                 if function_token(func) != token:
