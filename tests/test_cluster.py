@@ -224,12 +224,14 @@ def test_fragments_are_written_by_the_workers(store, cluster_client, write_log, 
     (gnode,) = man["group_fragments"]
     group_files = {p.name for p in (store / "fragments" / gnode).glob("*.hippo")}
 
-    # who wrote what: the driver only the run's start marker, the replay copies of the user's
-    # functions (they live on the driver) and the manifest; never a lineage fragment
+    # who wrote what: the driver only the run's start marker, its lease (gc keeps a live run), the
+    # replay copies of the user's functions (they live on the driver) and the manifest; never a lineage fragment
     driver_main = [url for url, thread in write_log if thread == main_thread]
     code_copies = [u for u in driver_main if u.endswith(".pkl")]
     assert all(f"code{os.sep}" in u for u in code_copies)
-    assert sorted(os.path.basename(u) for u in driver_main if u not in code_copies) == ["manifest.json", "started.json"]
+    assert sorted(os.path.basename(u) for u in driver_main if u not in code_copies) == ["lease.json", "manifest.json",
+                                                                                          "started.json"]
+    assert not (store / "runs" / lin.run_id / "lease.json").exists()  # removed once the run committed
     assert write_log[-1][0].endswith("manifest.json")  # the manifest last
     fragment_writes = [(u, t) for u, t in write_log if u.endswith(".hippo")]
     if processes:

@@ -185,6 +185,23 @@ def dask_compute(collections: tuple[Any, ...], compute_kwargs: Mapping[str, Any]
         return dask.compute(*collections, **compute_kwargs)
 
 
+def _on_scheduler(scheduler: Any) -> contextlib.AbstractContextManager:
+    """Make ``scheduler`` the one Dask uses for what it computes on its own (a sort's boundaries, while optimizing).
+
+    A ``distributed.Client`` is made the current client, not put into ``dask.config``:
+    a LocalCluster's nanny pickles the config into a worker it restarts (after a worker
+    died mid-compute), and a Client does not pickle, so the restart failed and closing
+    the cluster hung (distributed 2026.7).
+    """
+    import dask
+
+    if scheduler is None:
+        return contextlib.nullcontext()
+    if type(scheduler).__name__ == "Client" and hasattr(scheduler, "as_current"):
+        return scheduler.as_current()
+    return dask.config.set(scheduler=scheduler)
+
+
 def _distributed_client(collections: tuple[Any, ...], compute_kwargs: Mapping[str, Any]) -> Any:
     """The ``distributed.Client`` the compute runs on; None for Dask's local schedulers (they never recompute a task)."""
     from dask.base import get_scheduler
@@ -355,7 +372,7 @@ def compute(tracked: Tracked, replay_of: str | None = None, links: Mapping[str, 
             _release_cached_property_locks()
             scheduler = compute_kwargs.get("scheduler")
             # optimizing may compute (sort boundaries): on the caller's scheduler, so workers do it
-            with dask.config.set(scheduler=scheduler) if scheduler is not None else contextlib.nullcontext():
+            with _on_scheduler(scheduler):
                 # all expressions, computed in one graph: what tasks share runs once
                 counts_frame = dd.from_delayed([all_counts], meta=_COUNTS_META, verify_meta=False)
                 try:

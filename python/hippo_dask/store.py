@@ -308,6 +308,9 @@ class Store:
         finally:
             stop.set()
             thread.join()
+            with contextlib.suppress(*storage_errors()):  # the run is committed or failed: nothing holds it
+                fs, path = url_to_fs(url)
+                fs.rm(path)
 
     def commit_run(self, run_id: str, manifest: Mapping[str, Any]) -> None:
         """Write the run's manifest, last and atomically: the run becomes queryable."""
