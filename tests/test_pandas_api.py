@@ -465,6 +465,15 @@ def test_assign_a_series_that_is_a_column(store):
     for outside in (t.y * 2, t.y.copy(), tracked("pandas", df, "u").y):
         with pytest.raises(LineageError, match="callable"):
             t.hippo.assign(c=outside)
+    # Dask: the column's own expression
+    d = tracked("dask", df, "d").hippo.filter(lambda p: p.x > -3)
+    got = compute(d.hippo.assign(c=d.y), "dask")
+    same_values(got, kept.assign(c=kept.y), ordered=False)
+    want = OracleFrame.source(df, "d").filter(lambda p: p.x > -3).assign("c", lambda p: p.y, ["y"])
+    assert hippo_records(got) == oracle_records(want)
+    for outside in (d.y * 2, tracked("dask", df, "e").y):
+        with pytest.raises(LineageError, match="callable"):
+            d.hippo.assign(c=outside)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -204,8 +204,8 @@ def apply_step(step: str, params, t, o: OracleFrame, ctx):
         return t.hippo.where(lambda p, c=col, th=th: p[c] > th), out
     if step == "group_callable" and "g" in cols and col and not ctx["keep_x"]:
         return _group(t, o, ctx, col, dropna, variant, callable_agg=True)
-    if step == "assign_series" and col and not ctx["dask_like"]:
-        # a column as a Series (pandas): a copy with the column's lineage; refused when columns share its memory
+    if step == "assign_series" and col:
+        # a column as a Series: a copy with the column's lineage; refused (pandas) when columns share its memory
         ctx["n"] += 1
         name = f"{col}_copy{ctx['n']}"
         try:

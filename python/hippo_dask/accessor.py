@@ -609,7 +609,8 @@ class HippoAccessor:
         array([1, 2])
 
         A Series is taken when it is one of this frame's columns, unchanged
-        (``assign(c=df.x)``, pandas): its memory shows it. A Series computed
+        (``assign(c=df.x)``): on pandas its memory shows it, on Dask its
+        expression. A Series computed
         outside hippo (``df.x * 2``) is refused, since nothing shows which
         cells made it: write the same expression as a callable
         (``assign(c=lambda p: p.x * 2)``).
@@ -637,6 +638,10 @@ class HippoAccessor:
 
     def _column_of(self, name: str, value: Any) -> Any:
         """A Series that is one of this frame's columns, as a picklable copy of it; anything else as given."""
+        if is_dask(self._obj) and is_dask(value) and getattr(value, "ndim", 0) == 1:
+            # Dask: the very expression of a column of this frame (``ddf.x``), named by its token
+            same = [c for c in self._obj.columns if self._obj[c]._name == value._name]
+            return _Column(same[0]) if len(same) == 1 else value
         if not isinstance(value, pd.Series) or is_dask(self._obj) or not value.index.equals(self._obj.index):
             return value
         # taken from this very frame (pandas hands a frame's attrs to its columns): two sources of
