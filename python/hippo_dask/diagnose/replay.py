@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -336,7 +336,9 @@ class Rebuild:
             if built.node.op != node.op:
                 raise ReplayError(f"internal: replaying {describe_node(node)} made a {built.node.op} node")
             self.tracked[node.id] = built
-        return self.tracked[self.lineage._result.id]
+        result = self.tracked[self.lineage._result.id]
+        # the columns the run showed as its index (set_index) are shown so again, and recorded so
+        return replace(result, index=tuple(self.lineage.index)) if self.lineage.index else result
 
     def _fit(self, node: Node, training: "Tracked") -> "Tracked":
         p = node.params
@@ -632,6 +634,8 @@ def replay(lineage: "Lineage", sources: Mapping[str, Any] | None = None, verify:
     rebuild = Rebuild(lineage, sources, trust, functions, estimators, lineage.store, compute_kwargs=compute_kwargs)
     tracked = rebuild.run()
     result, run_id = compute(tracked, replay_of=lineage.run_id, **compute_kwargs)
+    if tracked.index:  # as compute() returned the run's result
+        result = result.set_index(list(tracked.index))
     again = Lineage(lineage.store, run_id)
     if not verify:
         return ReplayReport(None, result, run_id, lineage.run_id, rebuild.changes)

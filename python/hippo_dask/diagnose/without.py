@@ -363,6 +363,8 @@ def without(lineage: "Lineage", source: str, rows: Any, sources: Mapping[str, An
     if chosen == "rerun":
         out = _rerun(lineage, source, removed, original, dry_run, args)
     new_result, diff = out
+    if new_result is not None and lineage.index:  # as compute() returned the run's result: set_index columns as its index
+        new_result = new_result.set_index(lineage.index)
     return Without(source, removed, new_result, diff, chosen, reason, [describe_node(n) for n in fits],
                    int(len(affected)), time.perf_counter() - start, lineage, args)
 
