@@ -123,9 +123,9 @@ def test_healthcare_ml_on_worker_processes(store):
 
     patients, histories = examples.load_healthcare()
     # Pinned to the task-based shuffle this test always ran with (a client made current, as compute() now
-    # does, would choose p2p). Under p2p two of 78 rows differ from this oracle in the smoker one-hot
-    # columns, while every one-hot cell still traces to a history row holding that value: not explained
-    # yet, noted on the issue for the next session.
+    # does, would choose p2p). A p2p shuffle turns NaN into None in object columns
+    # (test_dask_pitfalls.py::test_p2p_shuffle_turns_nan_into_none_...), which the imputer keeps: two
+    # smoker one-hot values then differ from this oracle's, each still tracing to its history row.
     with dask.config.set({"dataframe.shuffle.method": "tasks"}), LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
