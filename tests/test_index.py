@@ -18,31 +18,13 @@ import hippo_dask as hippo
 from hippo_dask.errors import ColumnError, LineageError, StaleResultError
 
 from oracle import OracleFrame, hippo_records, oracle_records
+from test_pandas_api import compute, table, tracked  # the same labelled table and helpers
 
 BACKENDS = ["pandas", "dask"]
 
 
-def table(n: int = 12, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "k": rng.choice(["a", "b", "c"], size=n),
-        "j": rng.integers(0, 2, size=n),
-        "x": rng.integers(-5, 6, size=n),
-        "y": rng.normal(size=n).round(2),
-    }, index=pd.Index([f"r{i}" for i in range(n)]))  # labels, not positions: lineage must not use them
-
-
 def people() -> pd.DataFrame:
     return pd.DataFrame({"k": ["a", "b", "d"], "age": [30, 40, 50], "y": [0.5, 1.5, 2.5]})
-
-
-def tracked(backend: str, df: pd.DataFrame, name: str = "t", nparts: int = 3):
-    data = df if backend == "pandas" else dd.from_pandas(df, npartitions=nparts, sort=False)
-    return data.hippo.source(name)
-
-
-def compute(t, backend: str) -> pd.DataFrame:
-    return t.hippo.compute(**({} if backend == "pandas" else {"scheduler": "sync"}))
 
 
 def same_frame(got: pd.DataFrame, want: pd.DataFrame, ordered: bool) -> None:

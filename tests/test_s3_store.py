@@ -386,15 +386,20 @@ def check_failed_run(s3: S3Server, url: str, good: pd.DataFrame, good_answers: d
     assert answers(latest, good, pdf) == good_answers
 
 
+def committed_before(client) -> tuple:
+    """A run committed before the outage: (its frame, as Dask, its result, its answers)."""
+    pdf = make_frame()
+    ddf = dd.from_pandas(pdf, npartitions=N_PARTS)
+    good = build_pipeline(ddf).hippo.compute(scheduler=client)
+    return pdf, ddf, good, answers(good.hippo.lineage, good, pdf)
+
+
 def test_the_server_going_away_mid_compute(s3, s3_store, cluster, tmp_path):
     """The server stops while the workers compute (after a user function, before the fragments after it are
     written): a StoreWriteError naming the store, from the worker's write."""
     url, store = s3_store
     _, client = cluster
-    pdf = make_frame()
-    ddf = dd.from_pandas(pdf, npartitions=N_PARTS)
-    good = build_pipeline(ddf).hippo.compute(scheduler=client)
-    good_answers = answers(good.hippo.lineage, good, pdf)
+    pdf, ddf, good, good_answers = committed_before(client)
 
     flags = tmp_path / "flags"
     flags.mkdir()
@@ -417,10 +422,7 @@ def test_the_server_going_away_before_the_commit(s3, s3_store, cluster, monkeypa
     stays uncommitted, the error names the manifest in the store."""
     url, store = s3_store
     _, client = cluster
-    pdf = make_frame()
-    ddf = dd.from_pandas(pdf, npartitions=N_PARTS)
-    good = build_pipeline(ddf).hippo.compute(scheduler=client)
-    good_answers = answers(good.hippo.lineage, good, pdf)
+    pdf, ddf, good, good_answers = committed_before(client)
 
     real_commit = hippo.Store.commit_run
 

@@ -386,7 +386,7 @@ class Tracked:
         # so a sliced replay can trust a row-wise predicate.
         call = P.UserCall("filter", lineage.kind if lineage.kind == "rowwise" else "declared",
                           None if reads is None else tuple(reads), node_id)
-        return self._filter_node(predicate, call, params, node_id)
+        return self._filter_node(params, node_id, {"func": predicate}, P.filter_partition, predicate, call)
 
     def _filter_dask_mask(self, mask: Any) -> "Tracked":
         """A Dask boolean Series of this frame: partition i keeps the rows of partition i where it is True.
@@ -405,27 +405,21 @@ class Tracked:
         params = {"predicate": {"name": "<boolean mask>", "mask": True, "dask": True}, "reads": None,
                   "lineage": {"kind": "all", "reads": None}}
         node_id = token("filter", self.node.id, params, mask._name)
-        backend = self.backend
-
         shown_index = self.index[0] if self.index else None  # the mask carries the index the user sees
+        return self._filter_node(params, node_id, None, P.filter_by_mask_partition, mask, shown_index)
 
-        def make(d: Any) -> Any:
-            return backend.partitionwise(d, P.filter_by_mask_partition, mask, shown_index, meta=backend.meta(d))
-
-        data = self._run(make)
-        return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
-                                        node_id=node_id), make=make)
-
-    def _filter_node(self, predicate: Callable, call: P.UserCall, params: Mapping[str, Any], node_id: str) -> "Tracked":
-        """The filter step itself, whichever way its predicate was given (a function, or a mask)."""
+    def _filter_node(self, params: Mapping[str, Any], node_id: str, code: Mapping[str, Any] | None,
+                     keep_rows: Callable[..., Any], *args: Any) -> "Tracked":
+        """The filter step itself, whichever way its rows are chosen: ``keep_rows(partition, *args)``
+        (a predicate function, a mask computed outside hippo, a Dask Series partition by partition)."""
         backend = self.backend
 
         def make(d: Any) -> Any:
-            return backend.partitionwise(d, P.filter_partition, predicate, call, meta=backend.meta(d))
+            return backend.partitionwise(d, keep_rows, *args, meta=backend.meta(d))
 
         data = self._run(make)
         return self._derive(data, unary("filter", self.node, self.columns, identity_colmap(self.columns), params,
-                                        node_id=node_id, code={"func": predicate}), make=make)
+                                        node_id=node_id, code=code), make=make)
 
     def filter_mask(self, mask: np.ndarray) -> "Tracked":
         """Keep the rows where ``mask`` (one boolean per row, computed outside hippo) is True; pandas only.
@@ -446,7 +440,8 @@ class Tracked:
                   "reads": None, "lineage": {"kind": "all", "reads": None}}
         predicate = P.FixedMask(mask)
         node_id = token("filter", self.node.id, params, int(_core.checksum(np.packbits(mask).tobytes())))
-        return self._filter_node(predicate, P.UserCall("filter", "declared", None, node_id), params, node_id)
+        return self._filter_node(params, node_id, {"func": predicate}, P.filter_partition, predicate,
+                                 P.UserCall("filter", "declared", None, node_id))
 
     # ------------------------------------------------------------------ checks
     def _check_name(self, what: str, name: Any) -> str:
@@ -784,10 +779,10 @@ class Tracked:
             return self._renumber()
         levels = list(self.index) if level is None else [level] if isinstance(level, str) else list(level)
         unknown = [c for c in levels if c not in self.index]
-        levels = [c for c in self.index if c in levels]  # in the index's order, as pandas puts them
         if unknown:
             raise ColumnError(f"reset_index: {unknown} {'is' if len(unknown) == 1 else 'are'} not in the index "
                               f"{list(self.index)}")
+        levels = [c for c in self.index if c in levels]  # in the index's order, as pandas puts them
         staying = [c for c in self.index if c not in levels]
         base = replace(self, index=())
         if drop:
